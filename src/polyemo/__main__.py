@@ -1,0 +1,3 @@
+from polyemo.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""Atomic file writes: finished work is never lost to a crash half-way through a write."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; it replaces ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(target: str | os.PathLike[str], data: Any) -> None:
+    write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_table(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+    """Write a table as Parquet or CSV, chosen by the file suffix."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        if target.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        elif target.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            raise ValueError(f"{target}: unsupported table format (use .parquet or .csv)")
+
+
+def read_table(source: str | os.PathLike[str]) -> pd.DataFrame:
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file")
+    if source.suffix == ".parquet":
+        return pd.read_parquet(source)
+    if source.suffix in (".csv", ".tsv"):
+        return pd.read_csv(source, sep="\t" if source.suffix == ".tsv" else ",", keep_default_na=True)
+    raise ValueError(f"{source}: unsupported table format (use .parquet or .csv)")

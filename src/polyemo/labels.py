@@ -1,0 +1,164 @@
+"""One label taxonomy: canonical emotion names, corpus synonyms, named label sets, masks.
+
+Raw corpus labels are normalised to canonical names (``normalise``). A :class:`LabelSet`
+then maps canonical names to the classes of an experiment, with merges (calm -> neutral)
+and drops. Corpora that cannot produce a class get a class mask, so training across
+corpora does not teach "never surprise" from a corpus that has no surprise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, model_validator
+
+CANONICAL: tuple[str, ...] = (
+    "anger",
+    "boredom",
+    "calm",
+    "contempt",
+    "disgust",
+    "fear",
+    "happiness",
+    "neutral",
+    "sadness",
+    "surprise",
+    "other",
+)
+
+# Synonyms and abbreviations used by corpora and users, lower-case.
+SYNONYMS: dict[str, str] = {
+    "angry": "anger", "ang": "anger", "anger": "anger", "mad": "anger", "rabbia": "anger",
+    "bored": "boredom", "boredom": "boredom", "bor": "boredom",
+    "calm": "calm", "cal": "calm",
+    "contempt": "contempt", "con": "contempt", "contemptuous": "contempt",
+    "disgust": "disgust", "disgusted": "disgust", "dis": "disgust", "disgusting": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear", "fea": "fear",
+    "happiness": "happiness", "happy": "happiness", "hap": "happiness", "joy": "happiness",
+    "excited": "happiness", "exc": "happiness", "gioia": "happiness", "pleasant": "happiness",
+    "neutral": "neutral", "neu": "neutral", "neutrality": "neutral",
+    "sadness": "sadness", "sad": "sadness", "tristezza": "sadness",
+    "surprise": "surprise", "surprised": "surprise", "ps": "surprise", "pleasant_surprise": "surprise",
+    "pleasant surprise": "surprise", "sur": "surprise",
+    "other": "other", "oth": "other", "xxx": "other",
+}
+
+
+class UnknownLabelError(ValueError):
+    pass
+
+
+def normalise(raw: str) -> str:
+    """Canonical name of a raw label (case-insensitive); raises for unknown labels."""
+    key = str(raw).strip().lower().replace("-", "_")
+    if key in SYNONYMS:
+        return SYNONYMS[key]
+    key = key.replace("_", " ")
+    if key in SYNONYMS:
+        return SYNONYMS[key]
+    raise UnknownLabelError(f"unknown emotion label {raw!r}; known: {', '.join(CANONICAL)} and synonyms")
+
+
+class LabelSet(BaseModel):
+    """The classes of an experiment: canonical names, merges into them, and drops."""
+
+    name: str = "custom"
+    classes: list[str]
+    merges: dict[str, str] = Field(default_factory=dict)
+    drops: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelSet:
+        self.classes = [normalise(c) for c in self.classes]
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"label set {self.name!r} repeats a class: {self.classes}")
+        self.merges = {normalise(k): normalise(v) for k, v in self.merges.items()}
+        for source, target in self.merges.items():
+            if target not in self.classes:
+                raise ValueError(f"label set {self.name!r}: merge {source} -> {target} targets no class")
+        self.drops = [normalise(d) for d in self.drops]
+        return self
+
+    def map(self, label: str | None) -> str | None:
+        """The class for a canonical (or raw) label, or None when the set excludes it."""
+        if label is None or (isinstance(label, float) and np.isnan(label)):
+            return None
+        canon = normalise(label)
+        if canon in self.drops:
+            return None
+        canon = self.merges.get(canon, canon)
+        return canon if canon in self.classes else None
+
+    def map_series(self, labels: pd.Series) -> pd.Series:
+        return labels.map(lambda v: self.map(v) if isinstance(v, str) else None)
+
+    def index(self, label: str) -> int:
+        return self.classes.index(label)
+
+    def sources(self, cls: str) -> list[str]:
+        """Canonical labels that end up as class ``cls``."""
+        return [cls] + [s for s, t in self.merges.items() if t == cls and s not in self.drops]
+
+
+_EKMAN7 = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+
+NAMED_SETS: dict[str, LabelSet] = {
+    "ekman7": LabelSet(name="ekman7", classes=_EKMAN7),
+    "poleval6": LabelSet(name="poleval6", classes=[c for c in _EKMAN7 if c != "disgust"]),
+    "big4": LabelSet(name="big4", classes=["anger", "happiness", "neutral", "sadness"]),
+    "all": LabelSet(name="all", classes=list(CANONICAL)),
+}
+
+
+def label_set(spec: str | Mapping | LabelSet) -> LabelSet:
+    """A named set (``ekman7``, ``poleval6``, ``big4``, ``all``), a mapping, or a LabelSet.
+
+    A mapping may extend a named set: ``{"base": "big4", "merges": {"calm": "neutral"}}``.
+    """
+    if isinstance(spec, LabelSet):
+        return spec
+    if isinstance(spec, str):
+        if spec not in NAMED_SETS:
+            raise KeyError(f"unknown label set {spec!r}; named sets: {', '.join(NAMED_SETS)}")
+        return NAMED_SETS[spec].model_copy(deep=True)
+    spec = dict(spec)
+    base = spec.pop("base", None)
+    if base is not None:
+        merged = label_set(base).model_dump()
+        merged.update({k: v for k, v in spec.items() if v is not None})
+        merged.setdefault("name", base)
+        return LabelSet(**merged)
+    return LabelSet(**spec)
+
+
+def class_masks(manifest: pd.DataFrame, labels: LabelSet, column: str = "label") -> dict[str, np.ndarray]:
+    """Per corpus, a boolean vector over ``labels.classes``: which classes it can produce.
+
+    A corpus can produce a class when any of its rows maps to it.
+    """
+    masks: dict[str, np.ndarray] = {}
+    for corpus, rows in manifest.groupby("corpus", sort=True):
+        mapped = set(labels.map_series(rows[column]).dropna())
+        masks[str(corpus)] = np.array([c in mapped for c in labels.classes], dtype=bool)
+    return masks
+
+
+def row_masks(manifest: pd.DataFrame, labels: LabelSet, column: str = "label") -> np.ndarray:
+    """(rows, classes) mask: each row gets its corpus' class mask."""
+    masks = class_masks(manifest, labels, column)
+    return np.stack([masks[str(c)] for c in manifest["corpus"]]) if len(manifest) else np.zeros((0, len(labels.classes)), bool)
+
+
+def encode(labels: LabelSet, values: Iterable[str | None]) -> np.ndarray:
+    """Class indices for canonical labels; -1 where the set excludes the label."""
+    out = []
+    for value in values:
+        mapped = labels.map(value) if isinstance(value, str) else None
+        out.append(labels.index(mapped) if mapped is not None else -1)
+    return np.asarray(out, dtype=np.int64)
+
+
+def decode_indices(labels: LabelSet, indices: Sequence[int]) -> list[str]:
+    return [labels.classes[i] for i in indices]
