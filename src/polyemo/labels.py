@@ -43,6 +43,8 @@ SYNONYMS: dict[str, str] = {
     "surprise": "surprise", "surprised": "surprise", "ps": "surprise", "pleasant_surprise": "surprise",
     "pleasant surprise": "surprise", "sur": "surprise",
     "other": "other", "oth": "other", "xxx": "other",
+    # IEMOCAP's frustration has no canonical class.
+    "fru": "other", "frustration": "other", "frustrated": "other",
     # Corpus-language names: EMOVO (it), CaFE (fr).
     "disgusto": "disgust", "neutro": "neutral", "paura": "fear", "sorpresa": "surprise",
     "colère": "anger", "colere": "anger", "dégoût": "disgust", "degout": "disgust", "joie": "happiness",
