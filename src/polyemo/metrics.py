@@ -1,0 +1,758 @@
+"""Evaluation metrics for categorical and dimensional emotion, with honest uncertainty.
+
+Categorical (``classification_metrics`` / ``evaluate_classification``):
+
+* **UA** -- unweighted average recall (macro recall, "balanced accuracy").
+* **WA** -- weighted accuracy, i.e. plain accuracy (correct / total).
+* **macro-F1**, per-class precision / recall / F1 / support, and the confusion matrix
+  (rows: true class, columns: predicted class, in the order of ``labels``).
+
+Rule for classes absent from ``y_true``: their recall is 0/0, undefined, so UA and macro-F1
+average over the *evaluated classes* -- those with support > 0 in ``y_true`` (listed in
+``evaluated_classes``). Predicting an absent class is still an error: it lowers the recall
+of the true class. This matches ``sklearn.metrics.balanced_accuracy_score`` always, and
+``f1_score(average="macro", labels=evaluated_classes)``; when every class occurs in
+``y_true`` both equal scikit-learn's defaults. Per-class F1 is 2 TP / (support + predicted).
+Undefined per-class values are NaN (``null`` in JSON): recall of an absent class, precision
+of a never-predicted class, F1 of a class neither present nor predicted.
+
+Dimensional (``regression_metrics`` / ``evaluate_regression``): per dimension Lin's
+concordance correlation coefficient (CCC, population moments), Pearson r and MAE; rows
+where the target or prediction is NaN are skipped per dimension.
+
+Uncertainty (``bootstrap_ci``): percentile bootstrap intervals, vectorised over resamples;
+with ``groups`` (speakers) whole groups are resampled (cluster bootstrap), which is the
+honest interval when utterances of a speaker are correlated.
+
+Folds (``aggregate_folds``): BOTH the mean +- std of per-fold metrics (``mean_of_folds``)
+and the metrics of all folds' predictions pooled together (``pooled``, with intervals).
+They differ -- e.g. CCC pooled over folds rewards getting each fold's offset right -- so
+every number says which one it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from sklearn.metrics import confusion_matrix
+
+DIMENSIONS: tuple[str, ...] = ("arousal", "valence", "dominance")
+CLASSIFICATION_METRICS: tuple[str, ...] = ("ua", "wa", "macro_f1")
+REGRESSION_METRICS: tuple[str, ...] = ("ccc", "pearson", "mae")
+
+METRIC_TITLES: dict[str, str] = {
+    "ua": "UA (unweighted average recall)",
+    "wa": "WA (accuracy)",
+    "macro_f1": "macro-F1",
+    "ccc": "CCC",
+    "pearson": "Pearson r",
+    "mae": "MAE",
+    "mean_ccc": "mean CCC",
+}
+
+
+def _nan_if_none(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+# A metric value: NaN where undefined; written as ``null`` in JSON and read back as NaN.
+Metric = Annotated[float, BeforeValidator(_nan_if_none)]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (NaN where undefined)."""
+        return self.model_dump()
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text (NaN -> null); written atomically to ``path`` when given."""
+        text = self.model_dump_json(indent=2)
+        if path is not None:
+            from polyemo.io import write_text
+
+            write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> Any:
+        """Read a result from a JSON file path or from JSON text."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text(encoding="utf-8")
+        return cls.model_validate_json(text)
+
+
+class ConfidenceInterval(_Result):
+    """A percentile bootstrap interval ``[low, high]`` around ``value`` (the full-data estimate)."""
+
+    metric: str
+    value: Metric
+    low: Metric
+    high: Metric
+    alpha: float
+    n_boot: int
+    n_valid: int  # resamples where the metric was defined
+    unit: Literal["utterance", "group"]  # what was resampled
+    n_units: int
+
+    @property
+    def level(self) -> float:
+        return 1.0 - self.alpha
+
+
+class ClassMetrics(_Result):
+    label: str
+    precision: Metric
+    recall: Metric
+    f1: Metric
+    support: int  # true examples
+    predicted: int  # predictions of this class
+
+
+class ClassificationResult(_Result):
+    """Categorical metrics of one set of predictions (values in [0, 1])."""
+
+    task: Literal["classification"] = "classification"
+    labels: list[str]
+    n: int
+    ua: Metric
+    wa: Metric
+    macro_f1: Metric
+    evaluated_classes: list[str]
+    per_class: list[ClassMetrics]
+    confusion: list[list[int]]  # rows true, columns predicted, order of ``labels``
+    ci: dict[str, ConfidenceInterval] = Field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        return {"ua": self.ua, "wa": self.wa, "macro_f1": self.macro_f1}
+
+    def confusion_array(self) -> np.ndarray:
+        return np.asarray(self.confusion, dtype=np.int64).reshape(len(self.labels), len(self.labels))
+
+    def to_markdown(self) -> str:
+        """Summary table (with intervals when computed), per-class table, confusion matrix; in %."""
+        lines = [_summary_table(self.summary(), self.ci, percent=True), ""]
+        lines += ["| class | precision (%) | recall (%) | F1 (%) | support | predicted |", "|---|---:|---:|---:|---:|---:|"]
+        for row in self.per_class:
+            lines.append(
+                f"| {row.label} | {_fmt(row.precision, True)} | {_fmt(row.recall, True)} | {_fmt(row.f1, True)} "
+                f"| {row.support} | {row.predicted} |"
+            )
+        lines += ["", "Confusion matrix (rows: true, columns: predicted)", ""]
+        lines.append("| true \\ predicted | " + " | ".join(self.labels) + " |")
+        lines.append("|---|" + "---:|" * len(self.labels))
+        for label, counts in zip(self.labels, self.confusion):
+            lines.append(f"| {label} | " + " | ".join(str(c) for c in counts) + " |")
+        absent = [c for c in self.labels if c not in self.evaluated_classes]
+        note = f"n = {self.n}. UA and macro-F1 average over the {len(self.evaluated_classes)} classes present in the reference"
+        note += f" (absent: {', '.join(absent)})." if absent else "."
+        return "\n".join(lines + ["", note])
+
+
+class DimensionMetrics(_Result):
+    ccc: Metric
+    pearson: Metric
+    mae: Metric
+    n: int  # rows with both target and prediction
+
+
+class RegressionResult(_Result):
+    """Dimensional metrics, per dimension (arousal, valence, dominance by default)."""
+
+    task: Literal["regression"] = "regression"
+    dims: dict[str, DimensionMetrics]
+    mean_ccc: Metric  # mean of the dimensions' CCC
+    ci: dict[str, ConfidenceInterval] = Field(default_factory=dict)  # keys like "ccc_arousal"
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for dim, m in self.dims.items():
+            for name in REGRESSION_METRICS:
+                out[f"{name}_{dim}"] = getattr(m, name)
+        out["mean_ccc"] = self.mean_ccc
+        return out
+
+    def to_markdown(self) -> str:
+        lines = ["| dimension | CCC | Pearson r | MAE | n |", "|---|---:|---:|---:|---:|"]
+        for dim, m in self.dims.items():
+            cells = []
+            for name in REGRESSION_METRICS:
+                cell = _fmt(getattr(m, name), False)
+                ci = self.ci.get(f"{name}_{dim}")
+                if ci is not None:
+                    cell += f" [{_fmt(ci.low, False)}, {_fmt(ci.high, False)}]"
+                cells.append(cell)
+            lines.append(f"| {dim} | " + " | ".join(cells) + f" | {m.n} |")
+        lines.append(f"| **mean CCC** | {_fmt(self.mean_ccc, False)} | | | |")
+        if self.ci:
+            level = next(iter(self.ci.values())).level
+            lines += ["", f"Brackets: {level:.0%} percentile bootstrap interval."]
+        return "\n".join(lines)
+
+
+class FoldStat(_Result):
+    mean: Metric
+    std: Metric  # sample standard deviation over folds (ddof=1); NaN for one fold
+    values: list[Metric]
+
+
+AnyResult = Annotated[Union[ClassificationResult, RegressionResult], Field(discriminator="task")]
+
+
+class FoldAggregate(_Result):
+    """Cross-validation summary: ``mean_of_folds`` (mean +- std of per-fold metrics) and
+    ``pooled`` (metrics of all folds' predictions together, with bootstrap intervals)."""
+
+    task: Literal["classification", "regression"]
+    fold_names: list[str]
+    mean_of_folds: dict[str, FoldStat]
+    pooled: AnyResult
+    folds: list[AnyResult]
+
+    def to_markdown(self) -> str:
+        pooled = self.pooled.summary()
+        percent = self.task == "classification"
+        unit = " (%)" if percent else ""
+        k = len(self.fold_names)
+        lines = [
+            f"| metric{unit} | mean_of_folds (mean ± std, {k} folds) | pooled (all predictions) | pooled CI |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, stat in self.mean_of_folds.items():
+            ci = self.pooled.ci.get(name)
+            ci_cell = f"[{_fmt(ci.low, percent)}, {_fmt(ci.high, percent)}]" if ci is not None else ""
+            lines.append(
+                f"| {METRIC_TITLES.get(name, name)} | {_fmt(stat.mean, percent)} ± {_fmt(stat.std, percent)} "
+                f"| {_fmt(pooled[name], percent)} | {ci_cell} |"
+            )
+        lines += ["", "| fold | " + " | ".join(self.mean_of_folds) + " |", "|---|" + "---:|" * len(self.mean_of_folds)]
+        for i, fold in enumerate(self.fold_names):
+            lines.append(f"| {fold} | " + " | ".join(_fmt(s.values[i], percent) for s in self.mean_of_folds.values()) + " |")
+        return "\n".join(lines)
+
+
+def _fmt(value: float, percent: bool) -> str:
+    if value is None or not np.isfinite(value):
+        return "—"
+    return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+
+
+def _summary_table(values: Mapping[str, float], ci: Mapping[str, ConfidenceInterval], percent: bool) -> str:
+    unit = " (%)" if percent else ""
+    has_ci = any(name in ci for name in values)
+    level = next(iter(ci.values())).level if has_ci else None
+    header = f"| metric{unit} | value |" + (f" {level:.0%} CI ({next(iter(ci.values())).unit} bootstrap) |" if has_ci else "")
+    lines = [header, "|---|---:|" + ("---:|" if has_ci else "")]
+    for name, value in values.items():
+        row = f"| {METRIC_TITLES.get(name, name)} | {_fmt(value, percent)} |"
+        if has_ci:
+            c = ci.get(name)
+            row += f" [{_fmt(c.low, percent)}, {_fmt(c.high, percent)}] |" if c is not None else " |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _label_names(labels: Any) -> list:
+    if labels is None:
+        return []
+    classes = getattr(labels, "classes", labels)  # a polyemo.labels.LabelSet or a sequence
+    out = list(classes)
+    if len(set(out)) != len(out):
+        raise ValueError(f"labels repeat a class: {out}")
+    if not out:
+        raise ValueError("labels is empty")
+    return out
+
+
+def _to_indices(values: Any, labels: list, role: str) -> np.ndarray:
+    """Class indices in ``labels`` from indices, names, or (for predictions) scores (N, C)."""
+    arr = np.asarray(values)
+    if arr.ndim == 2:
+        if role != "y_pred":
+            raise ValueError(f"{role} must be one-dimensional, got shape {arr.shape}")
+        if arr.shape[1] != len(labels):
+            raise ValueError(f"{role} scores have {arr.shape[1]} columns but there are {len(labels)} labels")
+        return arr.argmax(axis=1).astype(np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"{role} must be one-dimensional, got shape {arr.shape}")
+    labels_are_ints = all(isinstance(c, (int, np.integer)) for c in labels)
+    if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind in "iub" and not labels_are_ints:
+        arr = arr.astype(np.int64)
+        bad = np.flatnonzero((arr < 0) | (arr >= len(labels)))
+        if bad.size:
+            hint = " (-1 marks unlabelled rows: drop them before scoring)" if np.any(arr[bad] == -1) else ""
+            raise ValueError(
+                f"{role} holds class indices outside 0..{len(labels) - 1}{hint}: "
+                f"rows {bad[:5].tolist()} have {arr[bad[:5]].tolist()}"
+            )
+        return arr
+    lookup = {c: i for i, c in enumerate(labels)}
+    lookup.update({str(c): i for i, c in enumerate(labels)})
+    out = np.empty(arr.shape[0], dtype=np.int64)
+    unknown: list = []
+    for row, value in enumerate(arr.tolist()):
+        index = lookup.get(value)
+        if index is None:
+            index = lookup.get(str(value), -1)
+        if index < 0:
+            unknown.append((row, value))
+        out[row] = index
+    if unknown:
+        raise ValueError(f"{role} holds values that are not in labels {labels}: {unknown[:5]} (row, value)")
+    return out
+
+
+def _class_inputs(y_true: Any, y_pred: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    names = _label_names(labels)
+    if not names:
+        pred = np.asarray(y_pred)
+        if pred.ndim == 2:
+            raise ValueError("labels are required when y_pred holds scores")
+        names = sorted(set(np.asarray(y_true).tolist()) | set(pred.tolist()))
+    t = _to_indices(y_true, names, "y_true")
+    p = _to_indices(y_pred, names, "y_pred")
+    if t.shape[0] != p.shape[0]:
+        raise ValueError(f"y_true has {t.shape[0]} rows but y_pred has {p.shape[0]}")
+    if t.shape[0] == 0:
+        raise ValueError("no predictions to score")
+    return t, p, [str(c) for c in names]
+
+
+def _groups_codes(groups: Any, n: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != n:
+        raise ValueError(f"groups must have one entry per prediction ({n}), got shape {g.shape}")
+    _, codes = np.unique(g.astype(str), return_inverse=True)
+    return codes.astype(np.int64)
+
+
+# ---------------------------------------------------------------- vectorised formulas
+
+
+def _classification_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """UA, WA, macro-F1 and per-class values from confusion matrices (..., C, C)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    support = cm.sum(axis=-1)
+    predicted = cm.sum(axis=-2)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    present = support > 0
+    n_present = present.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(present, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
+        ua = np.where(present, recall, 0.0).sum(axis=-1) / n_present
+        macro_f1 = np.where(present, f1, 0.0).sum(axis=-1) / n_present
+        wa = tp.sum(axis=-1) / support.sum(axis=-1)
+    return {"ua": ua, "wa": wa, "macro_f1": macro_f1, "precision": precision, "recall": recall, "f1": f1}
+
+
+_MOMENTS = ("n", "sx", "sy", "sxx", "syy", "sxy", "sad")
+
+
+def _regression_moments(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per-row sufficient statistics (N, 7) for CCC, Pearson and MAE."""
+    x, y = y_true, y_pred
+    return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y, np.abs(x - y)], axis=-1)
+
+
+def _regression_from_moments(s: np.ndarray) -> dict[str, np.ndarray]:
+    n, sx, sy, sxx, syy, sxy, sad = np.moveaxis(np.asarray(s, dtype=np.float64), -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mx, my = sx / n, sy / n
+        vx = np.maximum(sxx / n - mx * mx, 0.0)
+        vy = np.maximum(syy / n - my * my, 0.0)
+        cov = sxy / n - mx * my
+        denominator = vx + vy + (mx - my) ** 2
+        ccc = np.where(denominator > 0, 2 * cov / denominator, np.nan)
+        pearson = np.where((vx > 0) & (vy > 0), cov / np.sqrt(vx * vy), np.nan)
+        mae = sad / n
+    return {"ccc": np.clip(ccc, -1, 1), "pearson": np.clip(pearson, -1, 1), "mae": mae}
+
+
+def concordance_cc(y_true: Any, y_pred: Any) -> float:
+    """Lin's CCC = 2 cov / (var_t + var_p + (mean_t - mean_p)^2), population moments.
+
+    NaN when both series are constant and equal (0/0); 0 when only one is constant.
+    """
+    x = np.asarray(y_true, dtype=np.float64)
+    y = np.asarray(y_pred, dtype=np.float64)
+    mx, my = x.mean(), y.mean()
+    vx, vy = np.mean((x - mx) ** 2), np.mean((y - my) ** 2)
+    cov = np.mean((x - mx) * (y - my))
+    denominator = vx + vy + (mx - my) ** 2
+    return float(2 * cov / denominator) if denominator > 0 else math.nan
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    dx, dy = x - x.mean(), y - y.mean()
+    vx, vy = np.mean(dx * dx), np.mean(dy * dy)
+    if vx <= 0 or vy <= 0:
+        return math.nan
+    return float(np.clip(np.mean(dx * dy) / math.sqrt(vx * vy), -1, 1))
+
+
+# -------------------------------------------------------------------------- bootstrap
+
+
+def _multiplicities(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n_units) counts: how often each unit is drawn in each resample."""
+    draws = rng.integers(0, n_units, size=(n_boot, n_units))
+    flat = draws + (np.arange(n_boot, dtype=np.int64) * n_units)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units)
+
+
+def _resampled_confusions(t: np.ndarray, p: np.ndarray, n_classes: int, groups: np.ndarray | None,
+                          n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    cells = t * n_classes + p
+    k = n_classes * n_classes
+    if groups is None:
+        draws = rng.integers(0, t.shape[0], size=(n_boot, t.shape[0]))
+        flat = cells[draws] + (np.arange(n_boot, dtype=np.int64) * k)[:, None]
+        sums = np.bincount(flat.ravel(), minlength=n_boot * k).reshape(n_boot, k)
+    else:
+        n_groups = int(groups.max()) + 1
+        per_group = np.bincount(groups * k + cells, minlength=n_groups * k).reshape(n_groups, k)
+        sums = _multiplicities(n_groups, n_boot, rng).astype(np.float64) @ per_group
+    return sums.reshape(n_boot, n_classes, n_classes)
+
+
+def _resampled_moments(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
+                       n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    shift = x.mean()  # CCC, r and MAE are unchanged by a common shift; it keeps raw moments precise
+    stats = _regression_moments(x - shift, y - shift)
+    if groups is None:
+        units = stats
+    else:
+        units = np.zeros((int(groups.max()) + 1, stats.shape[1]))
+        np.add.at(units, groups, stats)
+    return _multiplicities(units.shape[0], n_boot, rng).astype(np.float64) @ units
+
+
+def _resample_index_lists(n: int, groups: np.ndarray | None, n_boot: int, rng: np.random.Generator):
+    if groups is None:
+        for _ in range(n_boot):
+            yield rng.integers(0, n, size=n)
+        return
+    members = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
+    for _ in range(n_boot):
+        chosen = rng.integers(0, len(members), size=len(members))
+        yield np.concatenate([members[g] for g in chosen])
+
+
+def _interval(metric: str, value: float, samples: np.ndarray, alpha: float, n_boot: int,
+              grouped: bool, n_units: int) -> ConfidenceInterval:
+    finite = samples[np.isfinite(samples)]
+    if finite.size:
+        low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    else:
+        low = high = math.nan
+    return ConfidenceInterval(
+        metric=metric, value=float(value), low=float(low), high=float(high), alpha=alpha, n_boot=n_boot,
+        n_valid=int(finite.size), unit="group" if grouped else "utterance", n_units=n_units,
+    )
+
+
+def _check_bootstrap_args(n: int, alpha: float) -> None:
+    if n < 1:
+        raise ValueError(f"the number of bootstrap resamples must be >= 1, got {n}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+
+
+def _regression_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.asarray(y_true, dtype=np.float64)
+    y = np.asarray(y_pred, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of the same length, got {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep], keep
+
+
+def bootstrap_ci(
+    y_true: Any,
+    y_pred: Any,
+    metric: str | Callable[[np.ndarray, np.ndarray], float],
+    n: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: Any = None,
+    labels: Any = None,
+) -> ConfidenceInterval:
+    """Percentile bootstrap interval of ``metric`` at level ``1 - alpha``.
+
+    ``metric`` is a name -- ``"ua"``, ``"wa"``, ``"macro_f1"`` (categorical; ``labels`` as in
+    :func:`classification_metrics`) or ``"ccc"``, ``"pearson"``, ``"mae"`` (one dimension,
+    NaN rows skipped) -- computed for all resamples at once from resampled confusion
+    matrices / moments, or any callable ``f(y_true, y_pred) -> float`` (evaluated resample
+    by resample: slower). With ``groups`` (e.g. speaker per prediction) whole groups are
+    drawn with replacement (cluster bootstrap). Resamples where the metric is undefined
+    (e.g. CCC of a constant resample) are left out; ``n_valid`` counts the rest.
+    """
+    _check_bootstrap_args(n, alpha)
+    rng = np.random.default_rng(seed)
+    if callable(metric):
+        t_arr, p_arr = np.asarray(y_true), np.asarray(y_pred)
+        if t_arr.shape[0] != p_arr.shape[0]:
+            raise ValueError(f"y_true has {t_arr.shape[0]} rows but y_pred has {p_arr.shape[0]}")
+        codes = _groups_codes(groups, t_arr.shape[0])
+        value = float(metric(t_arr, p_arr))
+        samples = np.array([float(metric(t_arr[i], p_arr[i])) for i in _resample_index_lists(t_arr.shape[0], codes, n, rng)])
+        name = getattr(metric, "__name__", "metric")
+        n_units = t_arr.shape[0] if codes is None else int(codes.max()) + 1
+        return _interval(name, value, samples, alpha, n, codes is not None, n_units)
+    if metric in CLASSIFICATION_METRICS:
+        t, p, names = _class_inputs(y_true, y_pred, labels)
+        codes = _groups_codes(groups, t.shape[0])
+        c = len(names)
+        value = _classification_from_confusion(confusion_matrix(t, p, labels=np.arange(c)))[metric]
+        samples = _classification_from_confusion(_resampled_confusions(t, p, c, codes, n, rng))[metric]
+        n_units = t.shape[0] if codes is None else int(codes.max()) + 1
+        return _interval(metric, float(value), samples, alpha, n, codes is not None, n_units)
+    if metric in REGRESSION_METRICS:
+        x, y, keep = _regression_pair(y_true, y_pred)
+        if x.size == 0:
+            raise ValueError("no rows with both a target and a prediction")
+        codes = None
+        if groups is not None:
+            group_values = np.asarray(groups)
+            if group_values.shape != keep.shape:
+                raise ValueError(f"groups must have one entry per prediction ({keep.size}), got shape {group_values.shape}")
+            codes = _groups_codes(group_values[keep], x.size)
+        value = {"ccc": concordance_cc, "pearson": _pearson, "mae": lambda a, b: float(np.mean(np.abs(a - b)))}[metric](x, y)
+        samples = _regression_from_moments(_resampled_moments(x, y, codes, n, rng))[metric]
+        n_units = x.size if codes is None else int(codes.max()) + 1
+        return _interval(metric, float(value), samples, alpha, n, codes is not None, n_units)
+    known = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS)
+    raise ValueError(f"unknown metric {metric!r}; known: {known}, or pass a callable")
+
+
+# ---------------------------------------------------------------------- public metrics
+
+
+def evaluate_classification(
+    y_true: Any,
+    y_pred: Any,
+    labels: Any = None,
+    *,
+    groups: Any = None,
+    n_boot: int = 0,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> ClassificationResult:
+    """Categorical metrics as a :class:`ClassificationResult`; see the module doc for the rules.
+
+    ``y_true``/``y_pred``: class indices into ``labels`` or class names; ``y_pred`` may also
+    be scores (N, C) whose argmax is taken. ``labels``: class names (or a LabelSet) giving
+    the order of the confusion matrix; default the sorted union of the values seen.
+    ``n_boot > 0`` adds bootstrap intervals for UA, WA and macro-F1 (by ``groups`` if given).
+    """
+    t, p, names = _class_inputs(y_true, y_pred, labels)
+    c = len(names)
+    cm = confusion_matrix(t, p, labels=np.arange(c))
+    values = _classification_from_confusion(cm)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    per_class = [
+        ClassMetrics(
+            label=names[i], precision=float(values["precision"][i]), recall=float(values["recall"][i]),
+            f1=float(values["f1"][i]), support=int(support[i]), predicted=int(predicted[i]),
+        )
+        for i in range(c)
+    ]
+    ci: dict[str, ConfidenceInterval] = {}
+    if n_boot > 0:
+        _check_bootstrap_args(n_boot, alpha)
+        codes = _groups_codes(groups, t.shape[0])
+        boot = _classification_from_confusion(
+            _resampled_confusions(t, p, c, codes, n_boot, np.random.default_rng(seed))
+        )
+        n_units = t.shape[0] if codes is None else int(codes.max()) + 1
+        for name in CLASSIFICATION_METRICS:
+            ci[name] = _interval(name, float(values[name]), boot[name], alpha, n_boot, codes is not None, n_units)
+    return ClassificationResult(
+        labels=names, n=int(t.shape[0]), ua=float(values["ua"]), wa=float(values["wa"]),
+        macro_f1=float(values["macro_f1"]), evaluated_classes=[names[i] for i in range(c) if support[i] > 0],
+        per_class=per_class, confusion=cm.astype(int).tolist(), ci=ci,
+    )
+
+
+def classification_metrics(y_true: Any, y_pred: Any, labels: Any = None) -> dict[str, Any]:
+    """UA, WA, macro-F1, per-class precision/recall/F1/support and the confusion matrix, as a dict.
+
+    The dict is :meth:`ClassificationResult.to_dict` of :func:`evaluate_classification`
+    (keys ``ua``, ``wa``, ``macro_f1``, ``per_class``, ``confusion``, ``evaluated_classes``...).
+    """
+    return evaluate_classification(y_true, y_pred, labels).to_dict()
+
+
+def _regression_columns(values: Any, dims: Sequence[str] | None, role: str) -> tuple[np.ndarray, list[str]]:
+    if isinstance(values, Mapping) or hasattr(values, "columns"):
+        keys = list(dims) if dims is not None else [d for d in DIMENSIONS if d in values] or list(values.keys())
+        missing = [k for k in keys if k not in values]
+        if missing:
+            raise ValueError(f"{role} lacks dimensions {missing}")
+        return np.column_stack([np.asarray(values[k], dtype=np.float64) for k in keys]), keys
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{role} must be (N,) or (N, D), got shape {arr.shape}")
+    keys = list(dims) if dims is not None else list(DIMENSIONS[: arr.shape[1]])
+    if len(keys) != arr.shape[1]:
+        raise ValueError(f"{role} has {arr.shape[1]} columns but dims names {len(keys)}: {keys}")
+    return arr, keys
+
+
+def evaluate_regression(
+    y_true: Any,
+    y_pred: Any,
+    dims: Sequence[str] | None = None,
+    *,
+    groups: Any = None,
+    n_boot: int = 0,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> RegressionResult:
+    """CCC, Pearson r and MAE per dimension as a :class:`RegressionResult`.
+
+    ``y_true``/``y_pred``: arrays (N,) or (N, D) whose columns are ``dims`` (default
+    arousal, valence, dominance, in that order), or mappings/DataFrames keyed by dimension.
+    Rows where a target or a prediction is NaN are skipped for that dimension.
+    ``n_boot > 0`` adds bootstrap intervals (keys ``"ccc_arousal"``, ...).
+    """
+    x_all, keys = _regression_columns(y_true, dims, "y_true")
+    y_all, keys_pred = _regression_columns(y_pred, keys, "y_pred")
+    if x_all.shape != y_all.shape:
+        raise ValueError(f"y_true has shape {x_all.shape} but y_pred has {y_all.shape}")
+    results: dict[str, DimensionMetrics] = {}
+    ci: dict[str, ConfidenceInterval] = {}
+    if n_boot > 0:
+        _check_bootstrap_args(n_boot, alpha)
+    group_values = None if groups is None else np.asarray(groups)
+    if group_values is not None and group_values.shape != (x_all.shape[0],):
+        raise ValueError(f"groups must have one entry per row ({x_all.shape[0]}), got shape {group_values.shape}")
+    for j, dim in enumerate(keys):
+        x, y, keep = _regression_pair(x_all[:, j], y_all[:, j])
+        if x.size == 0:
+            results[dim] = DimensionMetrics(ccc=math.nan, pearson=math.nan, mae=math.nan, n=0)
+            continue
+        results[dim] = DimensionMetrics(
+            ccc=concordance_cc(x, y), pearson=_pearson(x, y), mae=float(np.mean(np.abs(x - y))), n=int(x.size)
+        )
+        if n_boot > 0:
+            codes = None if group_values is None else _groups_codes(group_values[keep], x.size)
+            rng = np.random.default_rng([seed, j])
+            boot = _regression_from_moments(_resampled_moments(x, y, codes, n_boot, rng))
+            n_units = x.size if codes is None else int(codes.max()) + 1
+            for name in REGRESSION_METRICS:
+                ci[f"{name}_{dim}"] = _interval(
+                    f"{name}_{dim}", getattr(results[dim], name), boot[name], alpha, n_boot, codes is not None, n_units
+                )
+    cccs = [m.ccc for m in results.values()]
+    return RegressionResult(dims=results, mean_ccc=float(np.mean(cccs)), ci=ci)
+
+
+def regression_metrics(y_true: Any, y_pred: Any, dims: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per dimension ``{"ccc", "pearson", "mae", "n"}`` under ``"dims"``, plus ``"mean_ccc"``."""
+    return evaluate_regression(y_true, y_pred, dims).to_dict()
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+class FoldPredictions(BaseModel):
+    """The test predictions of one fold. ``groups`` (speakers) enable the cluster bootstrap."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    y_true: Any
+    y_pred: Any
+    name: str = ""
+    groups: Any = None
+
+
+def _as_fold(item: Any, index: int) -> FoldPredictions:
+    if isinstance(item, FoldPredictions):
+        fold = item
+    elif isinstance(item, Mapping):
+        fold = FoldPredictions(**item)
+    elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        fold = FoldPredictions(y_true=item[0], y_pred=item[1], groups=item[2] if len(item) == 3 else None)
+    else:
+        raise TypeError(f"fold {index}: expected FoldPredictions, a mapping or (y_true, y_pred[, groups]), got {type(item)}")
+    if not fold.name:
+        fold = fold.model_copy(update={"name": f"fold{index}"})
+    return fold
+
+
+def aggregate_folds(
+    fold_results: Sequence[Any],
+    labels: Any = None,
+    *,
+    task: Literal["classification", "regression"] | None = None,
+    dims: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> FoldAggregate:
+    """Summarise cross-validation folds two ways, labelled as such.
+
+    ``mean_of_folds``: mean and sample std (ddof=1) over folds of each fold's metric.
+    ``pooled``: the metrics of all folds' predictions concatenated, with ``n_boot``
+    percentile bootstrap intervals (by group when every fold gives ``groups``).
+    ``fold_results``: :class:`FoldPredictions`, mappings with ``y_true``/``y_pred``
+    (/``groups``/``name``) or ``(y_true, y_pred[, groups])`` tuples. The task is categorical
+    when ``labels`` are given, else inferred (float targets -> regression).
+    """
+    folds = [_as_fold(item, i) for i, item in enumerate(fold_results)]
+    if not folds:
+        raise ValueError("aggregate_folds needs at least one fold")
+    if task is None:
+        first = np.asarray(folds[0].y_true)
+        task = "classification" if labels is not None or first.dtype.kind not in "f" else "regression"
+    with_groups = all(f.groups is not None for f in folds)
+    if task == "classification":
+        names = _label_names(labels) or None
+        if names is None:
+            seen = set()
+            for f in folds:
+                seen |= set(np.asarray(f.y_true).tolist()) | set(np.asarray(f.y_pred).tolist())
+            names = sorted(seen)
+        per_fold: list = [evaluate_classification(f.y_true, f.y_pred, names) for f in folds]
+        # Pool as class indices so names and indices may be mixed across folds.
+        t = np.concatenate([_to_indices(f.y_true, names, "y_true") for f in folds])
+        p = np.concatenate([_to_indices(f.y_pred, names, "y_pred") for f in folds])
+        g = np.concatenate([np.asarray(f.groups).astype(str) for f in folds]) if with_groups else None
+        pooled: Any = evaluate_classification(t, p, names, groups=g, n_boot=n_boot, alpha=alpha, seed=seed)
+    elif task == "regression":
+        per_fold = [evaluate_regression(f.y_true, f.y_pred, dims) for f in folds]
+        keys = list(per_fold[0].dims)
+        t = np.concatenate([_regression_columns(f.y_true, keys, "y_true")[0] for f in folds])
+        p = np.concatenate([_regression_columns(f.y_pred, keys, "y_pred")[0] for f in folds])
+        g = np.concatenate([np.asarray(f.groups).astype(str) for f in folds]) if with_groups else None
+        pooled = evaluate_regression(t, p, keys, groups=g, n_boot=n_boot, alpha=alpha, seed=seed)
+    else:
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    summaries = [r.summary() for r in per_fold]
+    mean_of_folds = {}
+    for name in summaries[0]:
+        values = np.array([s[name] for s in summaries], dtype=np.float64)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+        mean_of_folds[name] = FoldStat(mean=float(np.mean(values)), std=std, values=values.tolist())
+    return FoldAggregate(
+        task=task, fold_names=[f.name for f in folds], mean_of_folds=mean_of_folds, pooled=pooled, folds=per_fold
+    )
