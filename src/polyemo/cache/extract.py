@@ -206,7 +206,9 @@ def _encode(encoder: Encoder, plan: Plan, batch: list[WorkItem], waves: list[np.
         outputs = encoder.frames(waves)
         if len(outputs) != n:
             raise ValueError(f"encoder returned {len(outputs)} frame sets for {n} waveforms")
-        own_pooling = type(encoder).pooled is Encoder.pooled
+        # Pool the frames we already have unless the encoder pools some other way; an
+        # encoder that overrides pooled() only for speed says so with this attribute.
+        own_pooling = getattr(encoder, "pools_frames_by_mean_std", type(encoder).pooled is Encoder.pooled)
         for i, output in enumerate(outputs):
             layers = np.asarray(output.layers, dtype=np.float32)
             if batch[i].need_frames:
