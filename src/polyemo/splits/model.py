@@ -62,6 +62,10 @@ class Fold(BaseModel):
     def parts(self) -> dict[str, list[str]]:
         return {name: self.part(name) for name in PARTS}
 
+    def assignment(self) -> dict[str, str]:
+        """utt_id -> part name, for every utt_id of the fold."""
+        return {utt: name for name, ids in self.parts().items() for utt in ids}
+
     def table(self) -> pd.DataFrame:
         """``utt_id, part`` rows, train then validation then test."""
         rows = [(utt, name) for name, ids in self.parts().items() for utt in ids]
