@@ -15,3 +15,8 @@ __all__ = ["RECIPES", "Recipe", "prepare", "scan", "get_recipe"]
 
 def get_recipe(name: str, **options) -> Recipe:
     return RECIPES.get(name)(**options)
+
+
+from polyemo.corpora.batch import prepare_all  # noqa: E402  (needs RECIPES above)
+
+__all__ += ["prepare_all"]
