@@ -1,0 +1,453 @@
+"""Model bundles: a trained head with everything needed to use it, in one verifiable folder.
+
+Layout (every file listed with its SHA-256 in ``manifest.json``)::
+
+    config.json               head config, feature spec (encoder identity, layers, pooled/frames),
+                              normalisation mode, prediction settings
+    head.safetensors          head weights (a polyemo.heads.HeadModel state dict)
+    labels.json               label set (classes, merges, drops) and dimensional outputs
+    normalisation.safetensors feature normalisation statistics of the training data
+    metrics.json              evaluation results of the run that produced the model
+    MODEL_CARD.md             training corpora, languages, protocol, scores, limitations
+    manifest.json             {file: {sha256, bytes}} for all of the above
+
+:func:`export_bundle` writes a bundle atomically (a temporary folder renamed into place);
+:func:`read_bundle` verifies hashes and parses it (no encoder needed);
+``polyemo.load(path)`` builds a :class:`~polyemo.predict.Recogniser` from it and checks the
+installed encoder is the one the head was trained on. Every problem is a :class:`BundleError`
+naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from polyemo.labels import LabelSet
+
+if TYPE_CHECKING:
+    import torch
+
+    from polyemo.heads import HeadConfig
+    from polyemo.train.normalise import Normaliser
+
+BUNDLE_FORMAT = "polyemo-bundle/1"
+CONFIG = "config.json"
+HEAD = "head.safetensors"
+LABELS = "labels.json"
+NORMALISATION = "normalisation.safetensors"
+METRICS = "metrics.json"
+CARD = "MODEL_CARD.md"
+MANIFEST = "manifest.json"
+BUNDLE_FILES = (CONFIG, HEAD, LABELS, NORMALISATION, METRICS, CARD)
+#: The head output holding arousal/valence/dominance (polyemo.heads.multitask) and its dims.
+DIMENSION_OUTPUT = "avd"
+DIMENSIONS = ("arousal", "valence", "dominance")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; ``file`` names the bundle file and ``reason`` the problem."""
+
+    def __init__(self, bundle: str | os.PathLike[str], file: str | None, reason: str) -> None:
+        self.bundle = str(bundle)
+        self.file = file
+        self.reason = reason
+        where = f"{self.bundle}/{file}" if file else self.bundle
+        super().__init__(f"{where}: {reason}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureSpec(_Strict):
+    """Which features the head reads: encoder, its identity, layers and pooled or frame input."""
+
+    encoder: str = Field(description="registered encoder name, e.g. 'whisper-base'")
+    identity: dict[str, Any] = Field(description="EncoderIdentity.as_dict() of the encoder used in training")
+    precision: str = Field("fp32", description="encoder compute precision (part of the identity)")
+    layers: list[int] | None = Field(None, description="encoder layers fed to the head, in order; None = all")
+    kind: Literal["pooled", "frames"] = Field("pooled", description="utterance-pooled or frame features")
+    feature_dim: int = Field(gt=0, description="size of one layer's feature vector as the head sees it")
+
+    @property
+    def num_layers(self) -> int:
+        if self.layers is None:
+            raise ValueError("FeatureSpec.layers is None: the number of layers is the encoder's")
+        return len(self.layers)
+
+
+class NormalisationSpec(_Strict):
+    """How features were normalised in training (a :mod:`polyemo.train.normalise` normaliser).
+
+    ``mode``: none, global, speaker or utterance; ``params``: the normaliser's options
+    (``min_utterances`` for speaker, ``axis`` for utterance). Its statistics (training
+    ``mean``/``std``) are in ``normalisation.safetensors``. At prediction time a speaker
+    normalised model standardises each group (speaker column, folder or recording) of at
+    least ``min_utterances`` units with the group's own statistics; smaller groups fall back
+    to the training statistics.
+    """
+
+    mode: Literal["none", "global", "speaker", "utterance"] = "none"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeadSpec(_Strict):
+    config: dict[str, Any] = Field(description="polyemo.heads.HeadConfig as a dict")
+    num_layers: int = Field(gt=0, description="layers the HeadModel was built for")
+    feature_dim: int = Field(gt=0)
+    num_classes: int = Field(ge=2)
+
+
+class ModelCard(BaseModel):
+    """What MODEL_CARD.md says: where the model comes from and how good it is."""
+
+    name: str
+    description: str = ""
+    corpora: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
+    protocol: str = ""
+    scores: dict[str, float] = Field(default_factory=dict, description="headline scores, e.g. {'UA': 0.71}")
+    license: str = ""
+    limitations: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def markdown(self, config: "BundleConfig", labels: LabelSet, dimensions: list[str]) -> str:
+        features = config.features
+        lines = [f"# {self.name}", ""]
+        if self.description:
+            lines += [self.description, ""]
+        lines += [
+            "| | |",
+            "|---|---|",
+            f"| classes | {', '.join(labels.classes)} |",
+            f"| dimensions | {', '.join(dimensions) or 'none'} |",
+            f"| encoder | {features.encoder} ({features.precision}, weights {features.identity.get('weights_hash', '?')}) |",
+            f"| features | {features.kind}, layers {features.layers if features.layers is not None else 'all'} |",
+            f"| head | {config.head.config.get('name')} |",
+            f"| normalisation | {config.normalisation.mode} |",
+            f"| training corpora | {', '.join(self.corpora) or 'not stated'} |",
+            f"| languages | {', '.join(self.languages) or 'not stated'} |",
+            f"| protocol | {self.protocol or 'not stated'} |",
+            f"| license | {self.license or 'not stated'} |",
+            f"| created | {config.created} (polyemo {config.polyemo_version}) |",
+            "",
+        ]
+        if self.scores:
+            lines += ["## Scores", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {name} | {value:.4f} |" for name, value in self.scores.items()]
+            lines += [""]
+        if self.limitations:
+            lines += ["## Limitations", "", self.limitations, ""]
+        if self.extra:
+            lines += ["## Details", "", "```json", json.dumps(self.extra, indent=2, default=str), "```", ""]
+        lines += ["Files and their SHA-256 are listed in `manifest.json`; `polyemo.load()` verifies them.", ""]
+        return "\n".join(lines)
+
+
+class BundleConfig(_Strict):
+    format: str = BUNDLE_FORMAT
+    name: str
+    created: str
+    polyemo_version: str
+    head: HeadSpec
+    features: FeatureSpec
+    normalisation: NormalisationSpec = Field(default_factory=NormalisationSpec)
+    segment_above_seconds: float = Field(30.0, gt=0, description="longer recordings are split by voice activity")
+    card: ModelCard
+
+
+@dataclass
+class Bundle:
+    """A verified, parsed bundle (weights still as tensors; no encoder loaded)."""
+
+    path: Path
+    config: BundleConfig
+    labels: LabelSet
+    dimensions: list[str]
+    head_state: dict[str, torch.Tensor]
+    normalisation_stats: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+    card_markdown: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def head_config(self) -> HeadConfig:
+        from polyemo.heads import HeadConfig
+
+        try:
+            return HeadConfig(**self.config.head.config)
+        except (ValidationError, KeyError) as exc:
+            raise BundleError(self.path, CONFIG, f"head config is not usable: {exc}") from exc
+
+    def build_head(self) -> torch.nn.Module:
+        """The HeadModel with the bundle's weights loaded, in eval mode."""
+        from polyemo.heads import build_head
+
+        spec = self.config.head
+        model = build_head(self.head_config(), spec.num_layers, spec.feature_dim, spec.num_classes)
+        if not hasattr(model, "load_state_dict"):
+            raise BundleError(self.path, CONFIG, f"head {spec.config.get('name')!r} is not a torch head")
+        try:
+            model.load_state_dict(self.head_state, strict=True)
+        except RuntimeError as exc:
+            raise BundleError(self.path, HEAD, f"weights do not fit head {spec.config.get('name')!r}: {exc}") from exc
+        return model.eval()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: Normaliser state entries that are per training speaker: not shipped (privacy, size), not
+#: needed (prediction-time groups bring their own statistics).
+_TRAINING_SPEAKER_STATE = ("speakers", "speaker_mean", "speaker_std", "speaker_count")
+
+
+def normaliser_to_bundle(normaliser: Normaliser | None) -> tuple[NormalisationSpec, dict[str, np.ndarray]]:
+    """Split a fitted normaliser into its spec (kind, scalar options) and statistics arrays."""
+    if normaliser is None:
+        return NormalisationSpec(mode="none"), {}
+    params: dict[str, Any] = {}
+    stats: dict[str, np.ndarray] = {}
+    for key, value in normaliser.state().items():
+        if key in _TRAINING_SPEAKER_STATE:
+            continue
+        array = np.asarray(value)
+        if array.ndim == 0:
+            params[key] = array.item()
+        elif array.dtype.kind in "fiub":
+            stats[key] = np.ascontiguousarray(array)
+        else:
+            raise ValueError(f"normaliser state {key!r} of dtype {array.dtype} cannot be stored")
+    return NormalisationSpec(mode=normaliser.kind, params=params), stats
+
+
+def normaliser_from_bundle(spec: NormalisationSpec, stats: Mapping[str, np.ndarray]) -> Normaliser | None:
+    """Rebuild the normaliser for prediction (speaker normalisers start without any speaker)."""
+    from polyemo.train.normalise import NORMALISERS
+
+    if spec.mode == "none":
+        return None
+    normaliser = NORMALISERS[spec.mode].__new__(NORMALISERS[spec.mode])
+    state: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in spec.params.items()}
+    state.update(stats)
+    if spec.mode == "speaker":
+        shape = np.asarray(stats["mean"]).shape
+        state.update(speakers=np.array([], dtype=str), speaker_mean=np.zeros((0, *shape)),
+                     speaker_std=np.zeros((0, *shape)), speaker_count=np.zeros(0, dtype=np.int64))
+    normaliser.load_state(state)
+    return normaliser
+
+
+def export_bundle(
+    target: str | os.PathLike[str],
+    *,
+    model: torch.nn.Module,
+    head_config: HeadConfig | Mapping[str, Any],
+    features: FeatureSpec,
+    labels: LabelSet,
+    card: ModelCard,
+    normaliser: Normaliser | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    dimensions: list[str] | None = None,
+    segment_above_seconds: float = 30.0,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle folder at ``target`` atomically and return its path.
+
+    ``model`` is the trained :class:`polyemo.heads.HeadModel` (built with ``head_config`` for
+    ``features``); ``normaliser`` the fitted :mod:`polyemo.train.normalise` normaliser (None:
+    no normalisation; only its training statistics are kept, never per-speaker ones);
+    ``dimensions`` the regression outputs (default: arousal/valence/dominance when the head
+    has an ``avd`` output). Nothing appears at ``target`` unless everything was written.
+    """
+    import safetensors.torch
+    import torch
+
+    from polyemo import __version__
+
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
+    head_dict = head_config.model_dump() if hasattr(head_config, "model_dump") else dict(head_config)
+    num_layers = int(getattr(model, "num_layers", 0) or (len(features.layers) if features.layers else 0))
+    head = getattr(model, "head", None)
+    if head is None or num_layers < 1:
+        raise TypeError("export_bundle needs a polyemo.heads.HeadModel (a torch head with its layer reduction)")
+    outputs = {o.name: o for o in getattr(head, "outputs", [])}
+    if dimensions is None:
+        dimensions = list(DIMENSIONS) if DIMENSION_OUTPUT in outputs else []
+    if dimensions and (DIMENSION_OUTPUT not in outputs or outputs[DIMENSION_OUTPUT].size != len(dimensions)):
+        raise ValueError(f"dimensions {dimensions} need a head output {DIMENSION_OUTPUT!r} of that size")
+    if head.num_classes != len(labels.classes):
+        raise ValueError(f"head predicts {head.num_classes} classes but the label set has {len(labels.classes)}")
+    if features.layers is not None and len(features.layers) != num_layers:
+        raise ValueError(f"feature spec selects {len(features.layers)} layers but the head takes {num_layers}")
+    head_input = "frames" if head.input_kind == "frames" else "pooled"
+    if features.kind != head_input:
+        raise ValueError(f"feature spec says {features.kind!r} features but the head takes {head_input!r}")
+
+    normalisation, stats = normaliser_to_bundle(normaliser)
+    config = BundleConfig(
+        name=card.name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        polyemo_version=__version__,
+        head=HeadSpec(config=head_dict, num_layers=num_layers, feature_dim=features.feature_dim,
+                      num_classes=len(labels.classes)),
+        features=features,
+        normalisation=normalisation,
+        segment_above_seconds=segment_above_seconds,
+        card=card,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        def dump(name: str, data: Any) -> None:
+            (staging / name).write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+        dump(CONFIG, config.model_dump(mode="json"))
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        safetensors.torch.save_file(state, str(staging / HEAD), metadata={"format": BUNDLE_FORMAT})
+        dump(LABELS, {"label_set": labels.model_dump(), "classes": labels.classes, "dimensions": dimensions})
+        stats = {k: torch.from_numpy(v.copy()) for k, v in stats.items()}
+        safetensors.torch.save_file(stats, str(staging / NORMALISATION),
+                                    metadata={"format": BUNDLE_FORMAT, "mode": config.normalisation.mode})
+        dump(METRICS, dict(metrics or {}))
+        (staging / CARD).write_text(card.markdown(config, labels, dimensions), encoding="utf-8")
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "files": {name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+                      for name in BUNDLE_FILES},
+        }
+        dump(MANIFEST, manifest)
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        staging.chmod(0o755)
+        if target.exists():
+            # Swap: the old bundle stays intact until the new one is complete.
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _read_json(bundle: Path, name: str) -> Any:
+    try:
+        return json.loads((bundle / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(bundle, name, f"cannot read JSON ({exc})") from exc
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Check every file against ``manifest.json``; returns {file: sha256}. Raises :class:`BundleError`."""
+    bundle = Path(path)
+    if not bundle.is_dir():
+        raise BundleError(bundle, None, "not a bundle folder (no such directory)")
+    if not (bundle / MANIFEST).is_file():
+        raise BundleError(bundle, MANIFEST, "missing: not a polyemo bundle or an incomplete copy")
+    manifest = _read_json(bundle, MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
+        raise BundleError(bundle, MANIFEST, f"not a {BUNDLE_FORMAT} manifest")
+    listed: dict[str, Any] = manifest["files"]
+    for name in BUNDLE_FILES:
+        if name not in listed:
+            raise BundleError(bundle, name, "not listed in manifest.json")
+    hashes: dict[str, str] = {}
+    for name, entry in listed.items():
+        file = bundle / name
+        if Path(name).name != name:
+            raise BundleError(bundle, MANIFEST, f"lists a path outside the bundle: {name!r}")
+        if not file.is_file():
+            raise BundleError(bundle, name, "missing (listed in manifest.json)")
+        actual = sha256_file(file)
+        if actual != entry.get("sha256"):
+            raise BundleError(bundle, name, f"SHA-256 mismatch: the file was modified or corrupted "
+                                            f"(expected {str(entry.get('sha256'))[:16]}…, found {actual[:16]}…)")
+        hashes[name] = actual
+    return hashes
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Verify and parse a bundle folder (does not load the encoder)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    bundle = Path(path)
+    verify_bundle(bundle)
+    try:
+        config = BundleConfig(**_read_json(bundle, CONFIG))
+    except (ValidationError, TypeError) as exc:
+        raise BundleError(bundle, CONFIG, f"invalid config: {exc}") from exc
+    if config.format != BUNDLE_FORMAT:
+        raise BundleError(bundle, CONFIG, f"format {config.format!r} is not supported (this polyemo reads {BUNDLE_FORMAT})")
+    labels_data = _read_json(bundle, LABELS)
+    try:
+        labels = LabelSet(**labels_data["label_set"])
+        dimensions = list(labels_data.get("dimensions") or [])
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise BundleError(bundle, LABELS, f"invalid label set: {exc}") from exc
+    if len(labels.classes) != config.head.num_classes:
+        raise BundleError(bundle, LABELS, f"{len(labels.classes)} classes but the head predicts {config.head.num_classes}")
+    try:
+        head_state = safetensors.torch.load_file(str(bundle / HEAD))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(bundle, HEAD, f"cannot read weights ({exc})") from exc
+    try:
+        stats = {k: v.numpy() for k, v in safetensors.torch.load_file(str(bundle / NORMALISATION)).items()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(bundle, NORMALISATION, f"cannot read statistics ({exc})") from exc
+    return Bundle(
+        path=bundle,
+        config=config,
+        labels=labels,
+        dimensions=dimensions,
+        head_state=head_state,
+        normalisation_stats=stats,
+        metrics=_read_json(bundle, METRICS),
+        card_markdown=(bundle / CARD).read_text(encoding="utf-8"),
+    )
+
+
+def check_encoder_identity(bundle: Bundle, identity: Any) -> None:
+    """Raise :class:`BundleError` unless ``identity`` (EncoderIdentity) is the one the head was trained on."""
+    expected = bundle.config.features.identity
+    actual = identity.as_dict() if hasattr(identity, "as_dict") else dict(identity)
+    if actual.get("key") == expected.get("key"):
+        return
+    differences = [
+        f"{field} {expected.get(field)!r} != installed {actual.get(field)!r}"
+        for field in ("name", "weights_hash", "precision", "options")
+        if expected.get(field) != actual.get(field)
+    ]
+    raise BundleError(
+        bundle.path,
+        CONFIG,
+        "encoder identity mismatch: the head was trained on other encoder output ("
+        + ("; ".join(differences) or f"key {expected.get('key')} != {actual.get('key')}")
+        + ")",
+    )
