@@ -162,6 +162,10 @@ def test_regression_dims_and_nan_targets():
     # valence reversed around the same mean: CCC = Pearson = -1
     assert result.dims["valence"].ccc == pytest.approx(-1.0)
     assert result.mean_ccc == pytest.approx(0.0)
+    # a dimension without any annotation is reported with n = 0 and left out of the mean
+    unannotated = evaluate_regression(np.c_[[1.0, 2.0, 3.0], [np.nan] * 3], np.c_[[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]])
+    assert unannotated.dims["valence"].n == 0 and math.isnan(unannotated.dims["valence"].ccc)
+    assert unannotated.mean_ccc == pytest.approx(1.0)
     rng = np.random.default_rng(0)
     t = rng.normal(size=(50, 3))
     p = t + rng.normal(size=(50, 3))

@@ -168,7 +168,7 @@ class RegressionResult(_Result):
 
     task: Literal["regression"] = "regression"
     dims: dict[str, DimensionMetrics]
-    mean_ccc: Metric  # mean of the dimensions' CCC
+    mean_ccc: Metric  # mean CCC of the dimensions that have targets (n > 0)
     ci: dict[str, ConfidenceInterval] = Field(default_factory=dict)  # keys like "ccc_arousal"
 
     def summary(self) -> dict[str, float]:
@@ -501,7 +501,9 @@ def bootstrap_ci(
     matrices / moments, or any callable ``f(y_true, y_pred) -> float`` (evaluated resample
     by resample: slower). With ``groups`` (e.g. speaker per prediction) whole groups are
     drawn with replacement (cluster bootstrap). Resamples where the metric is undefined
-    (e.g. CCC of a constant resample) are left out; ``n_valid`` counts the rest.
+    (e.g. CCC of a constant resample) are left out; ``n_valid`` counts the rest. UA and
+    macro-F1 of a resample average over the classes present in that resample, as the point
+    estimate does.
     """
     _check_bootstrap_args(n, alpha)
     rng = np.random.default_rng(seed)
@@ -662,8 +664,8 @@ def evaluate_regression(
                 ci[f"{name}_{dim}"] = _interval(
                     f"{name}_{dim}", getattr(results[dim], name), boot[name], alpha, n_boot, codes is not None, n_units
                 )
-    cccs = [m.ccc for m in results.values()]
-    return RegressionResult(dims=results, mean_ccc=float(np.mean(cccs)), ci=ci)
+    cccs = [m.ccc for m in results.values() if m.n > 0]  # a dimension without any targets is not averaged
+    return RegressionResult(dims=results, mean_ccc=float(np.mean(cccs)) if cccs else math.nan, ci=ci)
 
 
 def regression_metrics(y_true: Any, y_pred: Any, dims: Sequence[str] | None = None) -> dict[str, Any]:
