@@ -83,7 +83,7 @@ def plot_label_counts(manifest: pd.DataFrame, png: str | os.PathLike[str]) -> Pa
     axes.set_ylabel("files")
     axes.set_title(f"Label counts ({len(manifest)} files, {manifest['corpus'].nunique()} corpora)")
     axes.tick_params(axis="x", labelrotation=45)
-    axes.margins(y=0.08)
+    axes.set_ylim(0, max(1.0, float(bottom.max())) * 1.08)
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title="corpus")
     figure.tight_layout()
     png = Path(png)
