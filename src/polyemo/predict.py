@@ -80,23 +80,6 @@ class Prediction:
                 del data[dim]
         return data
 
-    def to_row(self, classes: Sequence[str]) -> dict[str, Any]:
-        """A flat table row: ``prob_<class>`` columns, segments as a JSON string."""
-        import json
-
-        row: dict[str, Any] = {"path": self.source, "label": self.label}
-        for cls in classes:
-            row[f"prob_{cls}"] = self.probabilities.get(cls)
-        for dim in ("arousal", "valence", "dominance"):
-            row[dim] = getattr(self, dim)
-        row["duration"] = self.duration
-        row["n_segments"] = len(self.segments) if self.segments is not None else None
-        row["segments"] = json.dumps([asdict(s) for s in self.segments]) if self.segments is not None else None
-        row["group"] = self.group
-        row["norm_source"] = self.norm_source
-        row["error"] = self.error
-        return row
-
 
 @dataclass
 class AudioItem:
@@ -218,16 +201,18 @@ class Recogniser:
             progress: Callable[[int], None] | None = None) -> list[Prediction]:
         """Predict prepared items (the batch interface used by the CLI and the server).
 
-        ``progress(n)`` is called as recordings finish loading and as units are encoded.
+        ``progress(n)`` is called with the number of recordings finished (encoded or failed)
+        as the work goes on.
         """
+        from polyemo.audio import check_usable
+
+        advance = progress or (lambda n: None)
         predictions = [Prediction(source=item.source, group=item.group) for item in items]
         units: list[_Unit] = []
         for index, item in enumerate(items):
             try:
                 wave = item.wave if item.wave is not None else load_audio(item.source)
                 if item.wave is not None:
-                    from polyemo.audio import check_usable
-
                     check_usable(wave, item.source)
                 predictions[index].duration = round(wave.size / SAMPLE_RATE, 3)
                 units += self._units(index, item, wave)
@@ -235,10 +220,9 @@ class Recogniser:
                 if on_error == "raise":
                     raise
                 predictions[index].error = str(exc)
+                advance(1)
         if units:
-            self._predict_units(units, items, predictions, on_error)
-        if progress is not None:
-            progress(len(items))
+            self._predict_units(units, items, predictions, on_error, advance)
         return predictions
 
     def _units(self, index: int, item: AudioItem, wave: np.ndarray) -> list[_Unit]:
@@ -252,8 +236,8 @@ class Recogniser:
         return [_Unit(index, segment.cut(wave), segment) for segment in segments]
 
     def _predict_units(self, units: list[_Unit], items: Sequence[AudioItem], predictions: list[Prediction],
-                       on_error: OnError) -> None:
-        features, failed = self._encode(units, items, on_error)
+                       on_error: OnError, advance: Callable[[int], None]) -> None:
+        features, failed = self._encode(units, items, on_error, advance)
         for index, message in failed.items():
             predictions[index].error = message
         keep = [i for i, unit in enumerate(units) if unit.item not in failed]
@@ -267,8 +251,8 @@ class Recogniser:
         probabilities, dimensions = self._forward(features)
         self._assemble(units, probabilities, dimensions, sources, predictions)
 
-    def _encode(self, units: list[_Unit], items: Sequence[AudioItem], on_error: OnError
-                ) -> tuple[list[np.ndarray | None], dict[int, str]]:
+    def _encode(self, units: list[_Unit], items: Sequence[AudioItem], on_error: OnError,
+                advance: Callable[[int], None]) -> tuple[list[np.ndarray | None], dict[int, str]]:
         """Features per unit ((L, D) pooled or (L, T, D) frames), batched by similar length.
 
         A batch that fails is retried one unit at a time so a single bad recording only
@@ -277,6 +261,9 @@ class Recogniser:
         order = sorted(range(len(units)), key=lambda i: units[i].wave.size)
         out: list[np.ndarray | None] = [None] * len(units)
         failed: dict[int, str] = {}
+        remaining: dict[int, int] = {}
+        for unit in units:
+            remaining[unit.item] = remaining.get(unit.item, 0) + 1
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             try:
@@ -292,6 +279,12 @@ class Recogniser:
                         if on_error == "raise":
                             raise
                         failed[units[i].item] = f"{items[units[i].item].source}: encoder failed ({type(exc).__name__}: {exc})"
+            finished = 0
+            for i in batch:
+                remaining[units[i].item] -= 1
+                finished += remaining[units[i].item] == 0
+            if finished:
+                advance(finished)
         return out, failed
 
     def _features(self, waves: list[np.ndarray]) -> list[np.ndarray]:
@@ -449,3 +442,337 @@ def duration_weighted_mean(values: np.ndarray, durations: np.ndarray) -> np.ndar
     if not math.isfinite(total) or total <= 0 or (weights < 0).any():
         raise ValueError(f"segment durations must be positive, got {weights}")
     return (np.asarray(values, dtype=np.float64) * (weights / total)[:, None]).sum(0)
+
+
+# -- files, folders and lists -------------------------------------------------------------------
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64")
+SpeakerNorm = Literal["per-recording", "per-folder", "column"]
+LIST_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+@dataclass
+class InputFile:
+    path: str
+    group: str | None = None
+
+
+def collect_inputs(source: str | os.PathLike[str], speaker_norm: SpeakerNorm | None = None
+                   ) -> tuple[list[InputFile], SpeakerNorm]:
+    """The recordings named by ``source`` and their normalisation groups.
+
+    ``source``: an audio file, a folder (searched recursively for audio files), or a list
+    (``.csv``/``.tsv`` with a ``path`` column and optionally ``speaker``; ``.txt`` one path a
+    line; relative paths are relative to the list). ``speaker_norm``: ``per-recording`` (each
+    file alone), ``per-folder`` (files of a folder form a group), ``column`` (the list's
+    ``speaker`` column); default ``column`` for lists with a speaker column, else per-recording.
+    """
+    source = Path(source)
+    speakers: list[str | None] | None = None
+    if source.is_dir():
+        paths = sorted(str(p) for p in source.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        if not paths:
+            raise FileNotFoundError(f"{source}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+    elif source.suffix.lower() in LIST_SUFFIXES:
+        paths, speakers = _read_list(source)
+    elif source.exists():
+        paths = [str(source)]
+    else:
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if speaker_norm is None:
+        speaker_norm = "column" if speakers is not None else "per-recording"
+    if speaker_norm == "column":
+        if speakers is None:
+            raise ValueError(f"{source}: --speaker-norm column needs a list (.csv/.tsv) with a 'speaker' column")
+        groups = [f"speaker:{s}" if s is not None else None for s in speakers]
+    elif speaker_norm == "per-folder":
+        groups = [f"folder:{Path(p).parent}" for p in paths]
+    elif speaker_norm == "per-recording":
+        groups = [None] * len(paths)
+    else:
+        raise ValueError(f"unknown speaker normalisation {speaker_norm!r}; use per-recording, per-folder or column")
+    return [InputFile(p, g) for p, g in zip(paths, groups)], speaker_norm
+
+
+def _read_list(source: Path) -> tuple[list[str], list[str | None] | None]:
+    import pandas as pd
+
+    if source.suffix.lower() == ".txt":
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+        names = [line for line in lines if line and not line.startswith("#")]
+        return [str(_resolve(source, n)) for n in names], None
+    try:
+        table = pd.read_csv(source, sep="\t" if source.suffix.lower() == ".tsv" else ",", dtype=str,
+                            keep_default_na=False)
+    except Exception as exc:  # pandas' parser errors are varied
+        raise ValueError(f"{source}: cannot read the list ({exc})") from exc
+    columns = {c.strip().lower(): c for c in table.columns}
+    if "path" not in columns:
+        raise ValueError(f"{source}: the list needs a 'path' column; found {list(table.columns)}")
+    paths = [str(_resolve(source, p)) for p in table[columns["path"]]]
+    speakers = None
+    if "speaker" in columns:
+        speakers = [s.strip() or None for s in table[columns["speaker"]]]
+    return paths, speakers
+
+
+def _resolve(listing: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else listing.parent / path
+
+
+def partial_path(output: Path) -> Path:
+    """Where rows are appended while a run is going (merged into ``output`` at the end)."""
+    return output.with_name(output.name + ".partial.jsonl")
+
+
+def prediction_record(prediction: Prediction) -> dict[str, Any]:
+    """A JSON-lines record: the prediction with ``path`` first."""
+    data = prediction.to_dict()
+    return {"path": data.pop("source"), **data}
+
+
+def read_output(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of an earlier output (.jsonl or .csv); a torn last line (a killed run) is skipped."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(path, dtype={"path": str, "error": str}, keep_default_na=False, on_bad_lines="skip")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            return []
+        return [{k: (None if v == "" else v) for k, v in row.items()} for row in table.to_dict("records")]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "path" in row:
+            rows.append(row)
+    return rows
+
+
+def _csv_row(record: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    import json
+
+    row: dict[str, Any] = {"path": record.get("path"), "label": record.get("label")}
+    probabilities = record.get("probabilities") or {}
+    if isinstance(probabilities, str):  # already a CSV row
+        return record
+    for cls in classes:
+        row[f"prob_{cls}"] = probabilities.get(cls, record.get(f"prob_{cls}"))
+    for dim in ("arousal", "valence", "dominance"):
+        row[dim] = record.get(dim)
+    row["duration"] = record.get("duration")
+    segments = record.get("segments")
+    if isinstance(segments, list):
+        row["n_segments"] = len(segments)
+        row["segments"] = json.dumps(segments)
+    else:
+        row["n_segments"] = record.get("n_segments")
+        row["segments"] = segments
+    row["group"] = record.get("group")
+    row["norm_source"] = record.get("norm_source")
+    row["error"] = record.get("error")
+    return row
+
+
+def write_output(path: str | os.PathLike[str], records: Sequence[dict[str, Any]], classes: Sequence[str]) -> None:
+    """Write prediction records atomically: ``.jsonl`` as they are, ``.csv`` flat (prob_<class> columns)."""
+    import json
+
+    import pandas as pd
+
+    from polyemo.io import atomic_path, write_text
+
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        table = pd.DataFrame([_csv_row(r, classes) for r in records])
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    else:
+        raise ValueError(f"{path}: unsupported output format (use .jsonl or .csv)")
+
+
+@dataclass
+class FileRunSummary:
+    """What :func:`predict_files` did."""
+
+    inputs: int
+    skipped: int
+    predicted: int
+    failed: int
+    speaker_norm: str
+    output: Path | None
+    records: list[dict[str, Any]]
+
+
+def predict_files(
+    recogniser: Recogniser,
+    source: str | os.PathLike[str] | Sequence[InputFile],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    speaker_norm: SpeakerNorm | None = None,
+    segment: bool | None = None,
+    resume: bool = True,
+    files_per_call: int = 32,
+    show_progress: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> FileRunSummary:
+    """Predict every recording of a file, folder or list; one output record per input.
+
+    A recording that cannot be used gets a record with ``error`` set and the run goes on.
+    With ``output`` (.jsonl or .csv) records are appended to ``<output>.partial.jsonl`` as
+    they finish, and merged into ``output`` atomically at the end; a rerun (``resume``) skips
+    inputs that already have a successful record in either. A normalisation group is only
+    skipped when all its recordings are done, since its statistics come from all of them.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        inputs, speaker_norm = collect_inputs(source, speaker_norm)
+    else:
+        inputs, speaker_norm = list(source), speaker_norm or "per-recording"
+    output = Path(output) if output is not None else None
+    if output is not None and output.suffix.lower() not in (".jsonl", ".ndjson", ".csv"):
+        raise ValueError(f"{output}: unsupported output format (use .jsonl or .csv)")
+    previous: dict[str, dict[str, Any]] = {}
+    if output is not None and resume:
+        for row in read_output(output) + read_output(partial_path(output)):
+            previous[str(row["path"])] = row
+    elif output is not None:
+        partial_path(output).unlink(missing_ok=True)
+    done = {p for p, row in previous.items() if not row.get("error")}
+
+    # Work units: a whole group, or chunks of ungrouped recordings.
+    grouped: dict[str, list[InputFile]] = {}
+    loose: list[InputFile] = []
+    for item in inputs:
+        (grouped.setdefault(item.group, []) if item.group is not None else loose).append(item)
+    calls = [files for files in grouped.values() if not all(f.path in done for f in files)]
+    todo_loose = [f for f in loose if f.path not in done]
+    calls += [todo_loose[i:i + files_per_call] for i in range(0, len(todo_loose), files_per_call)]
+    pending = sum(len(c) for c in calls)
+    skipped = len(inputs) - pending
+
+    fresh: dict[str, dict[str, Any]] = {}
+    failed = 0
+    partial = open(partial_path(output), "a", encoding="utf-8") if output is not None else None  # noqa: SIM115
+    try:
+        with _progress(show_progress, pending, skipped) as advance:
+            for files in calls:
+                items = [AudioItem(f.path, group=f.group, segment=segment) for f in files]
+                for prediction in recogniser.run(items, on_error="record", progress=advance):
+                    record = prediction_record(prediction)
+                    fresh[record["path"]] = record
+                    failed += prediction.error is not None
+                    if partial is not None:
+                        import json
+
+                        partial.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    if on_record is not None:
+                        on_record(record)
+                if partial is not None:
+                    partial.flush()
+                    os.fsync(partial.fileno())
+    finally:
+        if partial is not None:
+            partial.close()
+
+    ordered = []
+    seen = set()
+    for item in inputs:
+        record = fresh.get(item.path) or previous.get(item.path)
+        if record is not None and item.path not in seen:
+            ordered.append(record)
+            seen.add(item.path)
+    # Rows of earlier runs for recordings not in this input stay (finished work is never lost).
+    ordered += [row for path, row in previous.items() if path not in seen]
+    if output is not None:
+        write_output(output, ordered, recogniser.classes)
+        partial_path(output).unlink(missing_ok=True)
+    return FileRunSummary(len(inputs), skipped, len(fresh) - failed, failed, speaker_norm, output, ordered)
+
+
+class _progress:
+    """A rich progress bar over recordings (or nothing); yields ``advance(n)``."""
+
+    def __init__(self, enabled: bool, total: int, skipped: int) -> None:
+        self.enabled, self.total, self.skipped = enabled, total, skipped
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             transient=False)
+        self._bar.start()
+        label = f"recordings ({self.skipped} done before)" if self.skipped else "recordings"
+        task = self._bar.add_task(label, total=self.total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.stop()
+
+
+# -- timeline plot ----------------------------------------------------------------------------
+
+#: One colour per canonical emotion, shared with the web page (polyemo/web/app.js).
+EMOTION_COLOURS = {
+    "anger": "#e03131", "boredom": "#868e96", "calm": "#38d9a9", "contempt": "#9c36b5",
+    "disgust": "#5c940d", "fear": "#7048e8", "happiness": "#f59f00", "neutral": "#4dabf7",
+    "sadness": "#1c7ed6", "surprise": "#f783ac", "other": "#adb5bd",
+}
+
+
+def plot_timeline(prediction: Prediction | dict[str, Any], path: str | os.PathLike[str] | None = None,
+                  classes: Sequence[str] | None = None, title: str | None = None):
+    """Class probabilities over time of a segmented prediction (stacked bars per segment).
+
+    Saved to ``path`` (png/pdf/svg, atomically) when given; returns the matplotlib Figure.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
+
+    data = prediction_record(prediction) if isinstance(prediction, Prediction) else dict(prediction)
+    segments = data.get("segments")
+    if not segments:
+        raise ValueError(f"{data.get('path')}: no segments to plot (predict with segmentation)")
+    segments = [s if isinstance(s, dict) else asdict(s) for s in segments]
+    classes = list(classes or data.get("probabilities") or segments[0]["probabilities"])
+    duration = float(data.get("duration") or segments[-1]["end"])
+    fig = Figure(figsize=(max(6.0, min(16.0, duration / 4)), 3.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for seg in segments:
+        bottom = 0.0
+        for cls in classes:
+            value = float(seg["probabilities"].get(cls, 0.0))
+            ax.bar(seg["start"], value, width=seg["end"] - seg["start"], bottom=bottom, align="edge",
+                   color=EMOTION_COLOURS.get(cls, "#495057"), edgecolor="white", linewidth=0.3)
+            bottom += value
+        ax.text((seg["start"] + seg["end"]) / 2, 1.03, seg["label"], ha="center", va="bottom", fontsize=7,
+                rotation=90 if seg["end"] - seg["start"] < duration / 25 else 0)
+    handles = [ax.bar(0, 0, color=EMOTION_COLOURS.get(c, "#495057"), label=c) for c in classes]
+    ax.legend(handles=handles, labels=classes, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_xlim(0, duration)
+    ax.set_ylim(0, 1.18)
+    ax.set_yticks([0, 0.5, 1.0])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    label = data.get("label")
+    ax.set_title(title or f"{Path(str(data.get('path', ''))).name}: {label} overall", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        from polyemo.io import atomic_path
+
+        suffix = Path(path).suffix.lstrip(".") or "png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=suffix, dpi=120)
+    return fig

@@ -189,7 +189,7 @@ def _version() -> str:
 
 
 def serve(
-    model: str | os.PathLike[str] | None = None,
+    model: "str | os.PathLike[str] | Recogniser | None" = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     config: ServeConfig | None = None,

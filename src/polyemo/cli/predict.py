@@ -1,0 +1,84 @@
+"""``polyemo predict``: emotions of files, folders or lists (see :func:`polyemo.predict.predict_files`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from polyemo.cli.app import app
+
+
+@app.command()
+def predict(
+    source: Path = typer.Argument(..., help="an audio file, a folder (searched recursively), or a list "
+                                  "(.csv/.tsv with 'path' and optional 'speaker' columns, or .txt)"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="model bundle folder (default: the packaged model)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write .jsonl or .csv (default: JSON lines on stdout)"),
+    speaker_norm: Optional[str] = typer.Option(
+        None, "--speaker-norm", help="normalisation groups for speaker-normalised models: per-recording, "
+        "per-folder, or column (the list's speaker column; the default when it has one)"),
+    segment: Optional[bool] = typer.Option(
+        None, "--segment/--no-segment", help="split recordings at pauses (Silero VAD) and predict each "
+        "segment; default: only recordings longer than the model's threshold"),
+    timeline: Optional[Path] = typer.Option(None, help="plot the segment timeline to this PNG "
+                                            "(several segmented recordings: one PNG each, numbered)"),
+    resume: bool = typer.Option(True, help="skip inputs already predicted in the output file"),
+    batch_size: int = typer.Option(8, min=1, help="recordings (or segments) per encoder batch"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Predict the emotion of every recording in SOURCE: one output row per input.
+
+    Unusable recordings get a row with an 'error' and the run continues. Rows are saved as
+    they finish, so an interrupted run resumes where it stopped.
+    """
+    from rich.console import Console
+
+    from polyemo.audio import AudioError
+    from polyemo.bundle import BundleError
+    from polyemo.predict import load_model, plot_timeline, predict_files
+
+    err = Console(stderr=True)
+    if speaker_norm is not None and speaker_norm not in ("per-recording", "per-folder", "column"):
+        raise typer.BadParameter("use per-recording, per-folder or column", param_hint="--speaker-norm")
+    try:
+        recogniser = load_model(model, batch_size=batch_size)
+    except BundleError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    def echo(record: dict) -> None:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    try:
+        summary = predict_files(
+            recogniser, source, output, speaker_norm=speaker_norm, segment=segment, resume=resume,
+            show_progress=progress, on_record=echo if output is None else None,
+        )
+    except (FileNotFoundError, ValueError, AudioError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    if timeline is not None:
+        segmented = [r for r in summary.records if r.get("segments") and isinstance(r["segments"], list)]
+        if not segmented:
+            err.print("[yellow]no segmented recording to plot[/yellow] (use --segment)")
+        for index, record in enumerate(segmented):
+            target = timeline if len(segmented) == 1 else timeline.with_name(f"{timeline.stem}-{index + 1:03d}{timeline.suffix}")
+            plot_timeline(record, target, recogniser.classes)
+            err.print(f"timeline of {record['path']} -> {target}")
+
+    note = f", {summary.skipped} already done" if summary.skipped else ""
+    where = f" -> {summary.output}" if summary.output else ""
+    colour = "red" if summary.failed else "green"
+    err.print(f"[{colour}]{summary.predicted} predicted, {summary.failed} failed{note}[/{colour}] "
+              f"(model {recogniser.name}, normalisation {recogniser.normalisation}, groups {summary.speaker_norm}){where}")
+    if summary.failed:
+        for record in summary.records:
+            if record.get("error"):
+                err.print(f"  [red]failed[/red] {record['error']}")
+        raise typer.Exit(1)
