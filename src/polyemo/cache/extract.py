@@ -620,7 +620,7 @@ def features(
         columns=FAILURE_COLUMNS,
     )
     target = Path(failures_path) if failures_path is not None else store.directory / "failures.parquet"
-    with store._locked():
+    with store.locked():
         _save_failures(failures, target, set(frame["path"].astype(str)), merge=failures_path is None)
 
     failed_hashes = {str(hashes.iat[r]) for r in bad if r not in row_errors}

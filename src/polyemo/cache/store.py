@@ -140,7 +140,8 @@ class FeatureStore:
         return self.directory / "index.parquet"
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """Exclusive fcntl lock of this store (index and failures-table updates)."""
         with open(self.directory / ".lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -237,7 +238,7 @@ class FeatureStore:
 
         Also removes temporary files left behind by killed writers.
         """
-        with self._locked():
+        with self.locked():
             self._remove_stale_temps()
             index, changed = self._scan(self._read_index_file())
             if changed or not self.index_path.exists():
@@ -362,7 +363,7 @@ class FeatureStore:
         name = self._write_shard(kind, tensors, metadata)
         if frame_rate is not None and self.info.get("frame_rate") is None:
             self.info["frame_rate"] = frame_rate
-            with self._locked():
+            with self.locked():
                 write_json(self.directory / "encoder.json", self.info)
         table = self._frames.setdefault(kind, {})
         for content_hash, _ in items:
