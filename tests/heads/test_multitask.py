@@ -3,31 +3,10 @@ import pytest
 import torch
 
 from polyemo.heads import HEADS, Targets
-from polyemo.heads.multitask import ccc, ccc_loss
 
 
 def _ccc_numpy(x, y):
     return 2 * np.cov(x, y, bias=True)[0, 1] / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
-
-
-def test_ccc_matches_the_definition():
-    rng = np.random.default_rng(1)
-    x, y = rng.normal(size=50), rng.normal(size=50)
-    y = 0.5 * x + y
-    assert abs(float(ccc(torch.tensor(x), torch.tensor(y))) - _ccc_numpy(x, y)) < 1e-6
-    assert abs(float(ccc(torch.tensor(x), torch.tensor(x))) - 1.0) < 1e-6
-    # a shifted copy is perfectly correlated but not concordant
-    assert float(ccc(torch.tensor(x), torch.tensor(x + 2.0))) < 0.5
-
-
-def test_ccc_loss_ignores_unknown_targets():
-    pred = torch.tensor([[0.1, 1.0], [0.5, 2.0], [0.9, 0.0], [0.2, 5.0]])
-    target = torch.tensor([[0.0, float("nan")], [0.6, float("nan")], [1.0, 1.0], [float("nan"), float("nan")]])
-    expected = 1 - _ccc_numpy(np.array([0.1, 0.5, 0.9]), np.array([0.0, 0.6, 1.0]))
-    # second dimension has one known value: CCC undefined, left out
-    assert abs(float(ccc_loss(pred, target)) - expected) < 1e-6
-    zero = ccc_loss(pred.requires_grad_(), torch.full_like(pred, float("nan")))
-    assert float(zero.detach()) == 0.0 and zero.requires_grad
 
 
 def test_multitask_loss_is_weighted_sum_of_task_losses():
@@ -47,8 +26,11 @@ def test_multitask_loss_is_weighted_sum_of_task_losses():
     total, parts = head.compute_loss(out, Targets(emotion, gender=gender, avd=avd), ce)
     known = gender >= 0
     g = torch.nn.functional.cross_entropy(out["gender"][known], gender[known])
-    expected = ce(out["emotion"], emotion, None) + 0.3 * g + 2.0 * ccc_loss(out["avd"], avd)
-    torch.testing.assert_close(total, expected)
+    pred = out["avd"].detach().numpy()
+    known_avd = ~np.isnan(avd.numpy())
+    ccc_part = np.mean([1 - _ccc_numpy(pred[known_avd[:, k], k], avd.numpy()[known_avd[:, k], k]) for k in range(3)])
+    expected = ce(out["emotion"], emotion, None) + 0.3 * g + 2.0 * ccc_part
+    assert abs(float(total.detach()) - float(expected)) < 1e-5
     assert set(parts) == {"emotion", "gender", "avd"}
     total.backward()
 

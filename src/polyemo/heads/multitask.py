@@ -3,8 +3,8 @@
 The wrapper builds any registered torch head with extra outputs on the same body:
 ``gender`` (2 logits, cross-entropy weighted by ``gender_weight``, the alpha of the
 emotion + gender recipe) and ``avd`` (3 regression values, 1 - concordance correlation
-weighted by ``avd_weight``). Rows with unknown gender (-1) or dimension (NaN) are ignored
-by that task only.
+weighted by ``avd_weight``), both from :mod:`polyemo.losses`. Rows with unknown gender
+(-1) or dimension (NaN) are ignored by that task only.
 """
 
 from __future__ import annotations
@@ -12,46 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from polyemo.heads import HEADS
 from polyemo.heads.base import EmotionLoss, Head, Output, Targets
+from polyemo.losses import build_loss
 
 AVD_DIMS = ("arousal", "valence", "dominance")
-
-
-def ccc(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Concordance correlation coefficient of two 1-D tensors (population moments)."""
-    pred_mean, target_mean = pred.mean(), target.mean()
-    pred_var = ((pred - pred_mean) ** 2).mean()
-    target_var = ((target - target_mean) ** 2).mean()
-    cov = ((pred - pred_mean) * (target - target_mean)).mean()
-    return 2 * cov / (pred_var + target_var + (pred_mean - target_mean) ** 2 + 1e-8)
-
-
-def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over dimensions of 1 - CCC for (N, K) predictions; NaN targets are ignored.
-
-    A dimension with fewer than two known targets in the batch contributes nothing (CCC
-    is undefined there); if no dimension qualifies the loss is a zero that keeps the graph.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"ccc_loss: predictions {tuple(pred.shape)} and targets {tuple(target.shape)} differ")
-    losses = []
-    for k in range(pred.shape[1]):
-        known = ~torch.isnan(target[:, k])
-        if int(known.sum()) >= 2:
-            losses.append(1.0 - ccc(pred[known, k], target[known, k]))
-    if not losses:
-        return pred.sum() * 0.0
-    return torch.stack(losses).mean()
-
-
-def gender_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    known = target >= 0
-    if not bool(known.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[known], target[known])
 
 
 @HEADS.register("multitask", "multi_task")
@@ -80,6 +46,8 @@ class MultiTaskHead(Head):
         self.input_kind = self.base.input_kind  # type: ignore[misc]  # follows the wrapped head
         self.gender_weight = float(gender_weight)
         self.avd_weight = float(avd_weight)
+        self.gender_loss = build_loss("ce")  # ignores rows with gender -1
+        self.avd_loss = build_loss("ccc")  # ignores NaN targets per dimension
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.base(x, lengths)
@@ -91,13 +59,13 @@ class MultiTaskHead(Head):
         if self.gender_weight > 0:
             if targets.gender is None:
                 raise ValueError("multitask head with gender_weight > 0 needs gender targets (SplitData.gender)")
-            g = gender_loss(outputs["gender"], targets.gender)
+            g = self.gender_loss(outputs["gender"], targets.gender)
             total = total + self.gender_weight * g
             parts["gender"] = float(g.detach())
         if self.avd_weight > 0:
             if targets.avd is None:
                 raise ValueError("multitask head with avd_weight > 0 needs arousal/valence/dominance targets (SplitData.avd)")
-            r = ccc_loss(outputs["avd"], targets.avd.to(outputs["avd"].dtype))
+            r = self.avd_loss(outputs["avd"], targets.avd)
             total = total + self.avd_weight * r
             parts["avd"] = float(r.detach())
         return total, parts
