@@ -50,9 +50,13 @@ _VAD_LOCK = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _vad_model() -> Any:
+    import warnings
+
     from silero_vad import load_silero_vad
 
-    return load_silero_vad(onnx=False)
+    with warnings.catch_warnings():  # its loader uses deprecated importlib/jit calls; not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad(onnx=False)
 
 
 def speech_segments(wave: np.ndarray, config: VadConfig | None = None) -> list[Segment]:

@@ -36,18 +36,19 @@ def predict(
     they finish, so an interrupted run resumes where it stopped.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from polyemo.audio import AudioError
     from polyemo.bundle import BundleError
     from polyemo.predict import load_model, plot_timeline, predict_files
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     if speaker_norm is not None and speaker_norm not in ("per-recording", "per-folder", "column"):
         raise typer.BadParameter("use per-recording, per-folder or column", param_hint="--speaker-norm")
     try:
         recogniser = load_model(model, batch_size=batch_size)
     except BundleError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
     def echo(record: dict) -> None:
@@ -60,7 +61,7 @@ def predict(
             show_progress=progress, on_record=echo if output is None else None,
         )
     except (FileNotFoundError, ValueError, AudioError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
     if timeline is not None:
@@ -70,15 +71,15 @@ def predict(
         for index, record in enumerate(segmented):
             target = timeline if len(segmented) == 1 else timeline.with_name(f"{timeline.stem}-{index + 1:03d}{timeline.suffix}")
             plot_timeline(record, target, recogniser.classes)
-            err.print(f"timeline of {record['path']} -> {target}")
+            err.print(f"timeline of {escape(str(record['path']))} -> {escape(str(target))}")
 
     note = f", {summary.skipped} already done" if summary.skipped else ""
     where = f" -> {summary.output}" if summary.output else ""
     colour = "red" if summary.failed else "green"
     err.print(f"[{colour}]{summary.predicted} predicted, {summary.failed} failed{note}[/{colour}] "
-              f"(model {recogniser.name}, normalisation {recogniser.normalisation}, groups {summary.speaker_norm}){where}")
+              f"(model {recogniser.name}, normalisation {recogniser.normalisation}, groups {summary.speaker_norm}){escape(where)}")
     if summary.failed:
         for record in summary.records:
             if record.get("error"):
-                err.print(f"  [red]failed[/red] {record['error']}")
+                err.print(f"  [red]failed[/red] {escape(str(record['error']))}")
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ def serve(
 ) -> None:
     """Serve POST /v1/predict, GET /v1/labels, GET /health, the web page at / and docs at /docs."""
     from rich.console import Console
+    from rich.markup import escape
 
     from polyemo.bundle import BundleError
     from polyemo.predict import load_model
@@ -33,7 +34,7 @@ def serve(
         # Load before binding the port, so a bad bundle fails with its message, not a server trace.
         recogniser = load_model(model)
     except BundleError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    Console(stderr=True).print(f"serving {recogniser.name} on http://{host}:{port}/ (API docs at /docs)")
+    Console(stderr=True, soft_wrap=True).print(f"serving {recogniser.name} on http://{host}:{port}/ (API docs at /docs)")
     run_server(recogniser, host=host, port=port, config=config, log_level=log_level)
