@@ -73,3 +73,12 @@ def test_outputs_must_include_emotion_of_the_right_size():
     head = HEADS.get("linear")(4, 3, outputs=[Output("emotion", 3), Output("avd", 3, "regression")])
     out = head(torch.randn(2, 4))
     assert out["emotion"].shape == (2, 3) and out["avd"].shape == (2, 3)
+
+
+def test_input_kind_follows_a_multitask_base():
+    from polyemo.heads import head_input_kind
+
+    assert head_input_kind("linear") == "pooled" and head_input_kind("svm_rbf") == "pooled"
+    assert head_input_kind("attentive_stats") == "frames"
+    assert HeadConfig(name="multitask", params={"base": "frame_mlp", "avd_weight": 1.0}).input_kind() == "frames"
+    assert HeadConfig(name="multitask", params={"gender_weight": 1.0}).input_kind() == "pooled"

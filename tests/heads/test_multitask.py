@@ -30,7 +30,7 @@ def test_multitask_loss_is_weighted_sum_of_task_losses():
     known_avd = ~np.isnan(avd.numpy())
     ccc_part = np.mean([1 - _ccc_numpy(pred[known_avd[:, k], k], avd.numpy()[known_avd[:, k], k]) for k in range(3)])
     expected = ce(out["emotion"], emotion, None) + 0.3 * g + 2.0 * ccc_part
-    assert abs(float(total.detach()) - float(expected)) < 1e-5
+    assert abs(float(total.detach()) - float(expected.detach())) < 1e-5
     assert set(parts) == {"emotion", "gender", "avd"}
     total.backward()
 

@@ -169,3 +169,20 @@ def test_mismatched_inputs_are_clear_errors(make_pooled, make_frames, quick_conf
     with pytest.raises(ValueError, match="takes no parameter"):
         Trainer(HeadConfig(name="linear"), quick_config(loss="focal", label_smoothing=0.1), 3).fit(
             make_pooled(12, 0), make_pooled(6, 1))
+
+
+def test_multitask_learns_arousal_valence_dominance(make_frames, quick_config):
+    from polyemo.metrics import regression_metrics
+
+    def with_avd(data):
+        # dimensions follow the class (which shifts the frames), one value unknown
+        data.avd = np.stack([data.labels * 0.5, -data.labels * 0.3, np.where(data.labels == 1, 1.0, 0.0)], 1)
+        data.avd[0, 1] = np.nan
+        return data
+
+    head = HeadConfig(name="multitask", params={"base": "frame_mlp", "avd_weight": 1.0, "hidden_dim": 16})
+    result = train_and_evaluate(with_avd(make_frames(60, 0)), with_avd(make_frames(30, 1)),
+                                with_avd(make_frames(30, 2)), head, quick_config(epochs=8, lr=0.01))
+    assert result.outputs["avd"].shape == (30, 3)
+    scores = regression_metrics(with_avd(make_frames(30, 2)).avd, result.outputs["avd"])
+    assert scores["mean_ccc"] > 0.6, scores

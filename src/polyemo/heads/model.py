@@ -50,6 +50,10 @@ class HeadConfig(BaseModel):
         except Exception as error:  # name the file, keep pydantic's detail
             raise ValueError(f"{path}: invalid head config: {error}") from error
 
+    def input_kind(self) -> Literal["pooled", "frames"]:
+        """What the head takes: pooled utterance features or frame features."""
+        return head_input_kind(self.name, self.params)
+
     def layer_mode(self) -> Literal["weighted", "mean", "concat"] | int:
         if self.layers is not None:
             return self.layers
@@ -61,6 +65,20 @@ def is_classical(name: str) -> bool:
 
     factory = HEADS.get(name)
     return isinstance(factory, type) and issubclass(factory, ClassicalHead)
+
+
+def head_input_kind(name: str, params: dict[str, Any] | None = None) -> Literal["pooled", "frames"]:
+    """``"pooled"`` or ``"frames"`` for a head name and its params (a multitask head takes
+    what its ``base`` takes)."""
+    params = params or {}
+    if is_classical(name):
+        return "pooled"
+    factory = HEADS.get(name)
+    from polyemo.heads.multitask import MultiTaskHead
+
+    if factory is MultiTaskHead:
+        return head_input_kind(params.get("base", "linear"))
+    return factory.input_kind
 
 
 class HeadModel(nn.Module):

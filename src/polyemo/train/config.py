@@ -20,7 +20,8 @@ class TrainConfig(BaseModel):
 
     ``sampling``: "none" (shuffle), "class_balanced" (draw rows with probability inversely
     proportional to their class frequency, with replacement) or "undersample" (every epoch a
-    fresh random subset with as many rows of each class as the rarest class has).
+    fresh random subset with as many rows of each class as the rarest class has); both
+    leave out rows without an emotion label (-1).
     ``normalisation``: see :mod:`polyemo.train.normalise`.
     """
 
