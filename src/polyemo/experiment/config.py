@@ -1,0 +1,496 @@
+"""The experiment configuration: one YAML file, validated with pydantic.
+
+Example (every field but ``corpora`` has a default)::
+
+    name: emodb-loso
+    corpora: [emodb]               # names (recipe + root), {name, root}, or {manifest: path}
+    corpora_root: ../shared/corpora  # optional; see :func:`default_corpora_root`
+    target: label                  # or arousal_level (baved)
+    labels: ekman7                 # named set, or {base: big4, merges: {calm: neutral}, drops: [...]}
+    protocol: {name: loso, params: {}}
+    encoder: {name: whisper-base, precision: fp32, layers: all, select: none}
+    features: pooled               # or frames
+    head: {name: logreg, params: {C: [0.1, 1.0]}}
+    loss: ce                       # or {name: weighted_focal, params: {gamma: 2}}
+    normalisation: speaker         # none | global | speaker | utterance
+    training: {epochs: 30, lr: 0.001}
+    seed: 0
+    limit: {per_corpus: 40}        # smoke tests: at most N utterances per corpus / per speaker
+    metrics: {primary: ua, n_boot: 1000}
+
+Relative paths are resolved against the YAML file's folder. Errors name the YAML file and
+the field (``exp.yaml: encoder.layers: ...``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+#: environment variables naming the folder that holds ``<corpus>/`` subfolders
+CORPORA_ENV = ("POLYEMO_CORPORA", "POLYEMO_SHARED_CORPORA")
+#: the categorical targets an experiment can predict
+TARGETS = ("label", "arousal_level")
+AROUSAL_LEVELS = ("low", "neutral", "high")
+BEST_ON_VALIDATION = "best-on-validation"
+
+
+class ConfigError(ValueError):
+    """An experiment or grid file is invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusSpec(_Strict):
+    """One corpus: a recipe ``name`` (with an optional ``root``), or a prepared ``manifest``."""
+
+    name: str | None = None
+    root: Path | None = None
+    manifest: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> CorpusSpec:
+        if (self.name is None) == (self.manifest is None):
+            raise ValueError("give a corpus either a recipe 'name' (optionally with 'root') or a 'manifest' path")
+        if self.manifest is not None and self.root is not None:
+            raise ValueError("'root' applies to recipes; a 'manifest' already names its audio paths")
+        if self.name is not None:
+            from polyemo.corpora import RECIPES
+
+            if self.name not in RECIPES:
+                raise ValueError(f"unknown corpus recipe {self.name!r}; known: {', '.join(RECIPES.names())}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else Path(self.manifest).stem
+
+
+class ProtocolSpec(_Strict):
+    """A split protocol of :mod:`polyemo.splits` and its parameters."""
+
+    name: str = "emobox"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from polyemo.splits import PROTOCOLS
+
+        if name not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS.names())}")
+        return name
+
+    @property
+    def canonical(self) -> str:
+        """The registered name (aliases such as ``lolo`` resolved)."""
+        from polyemo.splits import PROTOCOLS
+
+        target = PROTOCOLS.get(self.name)
+        for name in PROTOCOLS.names():
+            if PROTOCOLS.get(name) is target:
+                return name
+        return self.name
+
+
+class EncoderSpec(_Strict):
+    """The frozen encoder, which of its layers to read, and how to choose among them.
+
+    ``layers``: ``"all"`` or a list of indices (0 = input embedding for transformers).
+    ``select: best-on-validation`` picks ONE of those layers per fold by the validation
+    score of the head trained on the training part; the test part plays no role.
+    ``layers: best-on-validation`` is short for ``layers: all`` + that selection.
+    """
+
+    name: str = "whisper-base"
+    precision: str | None = None
+    layers: list[int] | Literal["all"] = "all"
+    select: Literal["none", "best-on-validation"] = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+    workers: int = Field(1, ge=1)
+    batch_seconds: float = Field(60.0, gt=0)
+    frame_dtype: Literal["float16", "float32"] = "float16"
+    cache_dir: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and value.get("layers") == BEST_ON_VALIDATION:
+            value = {**value, "layers": "all", "select": BEST_ON_VALIDATION}
+        return value
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, layers: list[int] | str) -> list[int] | str:
+        if isinstance(layers, list):
+            if not layers:
+                raise ValueError("give at least one layer, or 'all'")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"layers repeat: {layers}")
+        return layers
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, precision: str | None) -> str | None:
+        if precision is not None and precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        return precision
+
+    def encoder_options(self) -> dict[str, Any]:
+        options = dict(self.options)
+        if self.precision is not None:
+            options["precision"] = self.precision
+        return options
+
+
+class HeadSpec(_Strict):
+    """A head of :data:`polyemo.heads.HEADS`, its parameters and how loaded layers combine."""
+
+    name: str = "linear"
+    params: dict[str, Any] = Field(default_factory=dict)
+    layers: Literal["weighted", "mean", "concat"] | None = None
+    layer_norm: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and isinstance(value.get("layers"), int):
+            raise ValueError("head.layers combines the loaded layers (weighted, mean, concat); "
+                             "to use one layer set encoder.layers: [index]")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from polyemo.heads import HEADS
+
+        if name not in HEADS:
+            raise ValueError(f"unknown head {name!r}; known: {', '.join(HEADS.names())}")
+        return name
+
+    def head_config(self):
+        from polyemo.heads.model import HeadConfig
+
+        return HeadConfig(name=self.name, params=self.params, layers=self.layers, layer_norm=self.layer_norm)
+
+
+class LossSpec(_Strict):
+    name: str = "ce"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from polyemo.losses import LOSSES
+
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES.names())}")
+        return name
+
+
+class LimitSpec(_Strict):
+    """Keep at most ``per_corpus`` utterances of each corpus and ``per_speaker`` of each
+    speaker, spread over speakers and classes, drawn with the seed (smoke tests)."""
+
+    per_corpus: int | None = Field(None, ge=1)
+    per_speaker: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"per_corpus": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def active(self) -> bool:
+        return self.per_corpus is not None or self.per_speaker is not None
+
+
+class MetricsSpec(_Strict):
+    primary: Literal["ua", "wa", "macro_f1"] = "ua"
+    n_boot: int = Field(1000, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    #: resample whole speakers (cluster bootstrap) or single utterances
+    bootstrap_unit: Literal["speaker", "utterance"] = "speaker"
+
+
+# Fields of TrainConfig set elsewhere in the experiment file.
+_TRAINING_OWNED = {"loss", "loss_params", "normalisation", "seed", "log_path", "checkpoint_path"}
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: data, target, protocol, encoder, head, loss, training, seed."""
+
+    name: str = "experiment"
+    corpora: list[CorpusSpec]
+    corpora_root: Path | None = None
+    target: Literal["label", "arousal_level"] = "label"
+    labels: str | dict[str, Any] | None = None
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    features: Literal["pooled", "frames"] = "pooled"
+    head: HeadSpec = Field(default_factory=HeadSpec)
+    loss: LossSpec = Field(default_factory=LossSpec)
+    normalisation: Literal["none", "global", "speaker", "utterance"] = "none"
+    training: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    limit: LimitSpec = Field(default_factory=LimitSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+
+    @field_validator("corpora", mode="before")
+    @classmethod
+    def _corpora_list(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict)):
+            value = [value]
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one corpus")
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from polyemo.train.config import TrainConfig
+
+        owned = sorted(set(value) & _TRAINING_OWNED)
+        if owned:
+            raise ValueError(f"{owned} are set by the experiment's own fields (loss, normalisation, seed), not under training")
+        TrainConfig(**value)  # raises with the field name
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("target") == "arousal_level":
+            if value is not None:
+                raise ValueError("target arousal_level has its own classes (low, neutral, high); drop 'labels'")
+            return value
+        from polyemo.labels import label_set
+
+        try:
+            label_set(value if value is not None else "all")
+        except ValidationError as error:
+            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())) from None
+        except (KeyError, ValueError) as error:
+            raise ValueError(error.args[0] if error.args else str(error)) from None
+        return value
+
+    @field_validator("head")
+    @classmethod
+    def _head_takes_features(cls, head: HeadSpec, info: ValidationInfo) -> HeadSpec:
+        from polyemo.heads.model import head_input_kind
+
+        features = info.data.get("features")
+        kind = head_input_kind(head.name, head.params)
+        if features is not None and kind != features:
+            raise ValueError(f"head {head.name!r} takes {kind} features but 'features' is {features!r}")
+        return head
+
+    @field_validator("corpora")
+    @classmethod
+    def _distinct(cls, corpora: list[CorpusSpec]) -> list[CorpusSpec]:
+        names = [c.label for c in corpora]
+        if len(set(names)) != len(names):
+            raise ValueError(f"corpora repeat: {names}")
+        return corpora
+
+    # --- derived settings ------------------------------------------------------------
+    def label_set(self):
+        """The LabelSet of a ``label`` target (``all`` by default)."""
+        from polyemo.labels import label_set
+
+        return label_set(self.labels if self.labels is not None else "all")
+
+    def train_config(self, **updates: Any):
+        from polyemo.train.config import TrainConfig
+
+        values = {**self.training, "loss": self.loss.name, "loss_params": self.loss.params,
+                  "normalisation": self.normalisation, "seed": self.seed, **updates}
+        return TrainConfig(**values)
+
+    def resolved(self) -> dict[str, Any]:
+        """JSON-ready dict of the whole configuration."""
+        return self.model_dump(mode="json")
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the results (progress and cache locations excluded)."""
+        data = self.resolved()
+        data.pop("name", None)
+        data["encoder"].pop("cache_dir", None)
+        data["encoder"].pop("workers", None)
+        data["encoder"].pop("batch_seconds", None)
+        data["training"] = {k: v for k, v in data["training"].items() if k not in ("show_progress", "device")}
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def default_corpora_root(base: Path | None = None) -> Path:
+    """``$POLYEMO_CORPORA`` (or ``$POLYEMO_SHARED_CORPORA``), else the first existing of
+    ``<base>/../shared/corpora`` (base: the YAML's folder) and ``./../shared/corpora``."""
+    for variable in CORPORA_ENV:
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    candidates = []
+    if base is not None:
+        candidates.append(base / ".." / "shared" / "corpora")
+    candidates.append(Path.cwd() / ".." / "shared" / "corpora")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    return candidates[0].resolve()
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_path(d, "training.epochs", 1)``: set a nested key, creating mappings on the way.
+
+    A string shorthand met on the way (``encoder: egemaps``) becomes ``{name: egemaps}``.
+    """
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if isinstance(child, str):
+            child = {"name": child}
+        elif not isinstance(child, dict):
+            child = {}
+        node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: mappings merge key by key, anything else replaces.
+
+    A string shorthand in ``base`` (``head: linear``) merges as ``{name: linear}`` with a
+    mapping update, so ``{head: {params: ...}}`` keeps the head's name.
+    """
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        current = out.get(key)
+        if isinstance(value, dict) and isinstance(current, str):
+            current = {"name": current}
+        if isinstance(value, dict) and isinstance(current, dict):
+            out[key] = deep_merge(current, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-")) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    """Make relative paths absolute against ``base``, and fill in corpus roots."""
+    data = copy.deepcopy(data)
+    base = base or Path.cwd()
+
+    def absolute(value: Any) -> Any:
+        if value is None:
+            return None
+        path = Path(os.path.expanduser(str(value)))
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    root = absolute(data.get("corpora_root")) if data.get("corpora_root") else str(default_corpora_root(base))
+    data["corpora_root"] = root
+    corpora = data.get("corpora")
+    if isinstance(corpora, (str, dict)):
+        corpora = [corpora]
+    if isinstance(corpora, list):
+        resolved = []
+        for item in corpora:
+            item = {"name": item} if isinstance(item, str) else dict(item) if isinstance(item, dict) else item
+            if isinstance(item, dict):
+                if item.get("manifest") is not None:
+                    item["manifest"] = absolute(item["manifest"])
+                elif item.get("name") is not None:
+                    item["root"] = absolute(item["root"]) if item.get("root") else str(Path(root) / str(item["name"]))
+            resolved.append(item)
+        data["corpora"] = resolved
+    encoder = data.get("encoder")
+    if isinstance(encoder, dict) and encoder.get("cache_dir"):
+        encoder["cache_dir"] = absolute(encoder["cache_dir"])
+    return data
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def experiment_from_dict(
+    data: dict[str, Any],
+    source: str = "experiment",
+    base: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Validate a mapping (``overrides``: dotted keys, e.g. ``{"training.epochs": 1}``)."""
+    data = copy.deepcopy(data)
+    for key, value in (overrides or {}).items():
+        set_path(data, key, value)
+    data = _resolve_paths(data, base)
+    try:
+        return ExperimentConfig(**data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_experiment(
+    source: str | os.PathLike[str] | dict[str, Any] | ExperimentConfig,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a YAML path, a mapping, or a config (``overrides``
+    applied; the default ``name`` is the YAML file's stem)."""
+    if isinstance(source, ExperimentConfig):
+        if not overrides:
+            return source
+        return experiment_from_dict(source.resolved(), "experiment", None, overrides)
+    if isinstance(source, dict):
+        return experiment_from_dict(source, "experiment", None, overrides)
+    path = Path(source)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    return experiment_from_dict(data, str(path), path.resolve().parent, overrides)

@@ -1,0 +1,613 @@
+"""Run one experiment: manifest -> features -> split -> folds -> metrics and report.
+
+:func:`run_experiment` writes a run folder::
+
+    config.yaml, config.json     the resolved configuration (paths absolute)
+    manifest.csv                 the experiment's rows (with their ``target`` class)
+    feature_failures.csv         rows the encoder could not use (left out)
+    split/                       split.json (verified hash) + one CSV per fold
+    folds/<fold>/predictions.csv, fold.json, training_log.jsonl
+    predictions.csv              every test utterance: utt_id, corpus, speaker, fold, true,
+                                 pred, p_<class>...
+    metrics.json, metrics.md     per fold, mean_of_folds AND pooled (bootstrap CIs)
+    metrics_confusion.png        pooled confusion matrix
+    by_corpus.json               pooled metrics per test corpus (several corpora)
+    layer_weights.png            learned layer weights (weighted layers), mean over folds
+    layer_selection.png          validation score per layer (best-on-validation)
+    cross_corpus.png, .csv       train corpus x test corpus UA (cross_corpus protocol)
+    report.md                    a short human report
+    result.json                  :class:`RunResult`, written last: the run is complete
+
+Validation comes from each fold's training speakers (the split protocols carve it), the
+checkpoint, ``C`` and the layer are chosen on it, and the test part is opened once, after
+training, through :class:`polyemo.train.SealedSplit`. Folds whose ``fold.json`` exists are
+not run again, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from polyemo.experiment.config import ExperimentConfig, load_experiment
+from polyemo.experiment.data import TARGET_COLUMN, classes_of, experiment_manifest
+from polyemo.io import read_table, write_json, write_table, write_text
+
+RUN_FILE = "result.json"
+FOLD_FILE = "fold.json"
+# Files a fresh run removes from an existing run folder (never anything else).
+RUN_OUTPUTS = (
+    "config.yaml", "config.json", "manifest.csv", "feature_failures.csv", "corpus_failures.csv", "predictions.csv",
+    "metrics.json", "metrics.md", "metrics_confusion.png", "by_corpus.json", "layer_weights.png",
+    "layer_selection.png", "cross_corpus.png", "cross_corpus.csv", "report.md", RUN_FILE,
+)
+
+
+class ExperimentError(RuntimeError):
+    """The experiment cannot run as configured (the message says why and what to change)."""
+
+
+class FoldSummary(BaseModel):
+    name: str
+    n_train: int
+    n_validation: int
+    n_test: int
+    ua: float
+    wa: float
+    macro_f1: float
+    classes: list[str]
+    selected_layer: int | None = None
+    best_epoch: int | None = None
+    seconds: float = 0.0
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunResult(BaseModel):
+    """What a finished run reports (``result.json``); the full metrics are in ``metrics.json``."""
+
+    name: str
+    out_dir: str
+    fingerprint: str
+    protocol: str
+    encoder: str
+    head: str
+    classes: list[str]
+    primary_metric: str
+    #: the primary metric: mean over folds (EmoBox reports this), its std, and pooled with CI
+    primary: float
+    primary_std: float
+    pooled: dict[str, float]
+    pooled_ci: dict[str, list[float]]
+    mean_of_folds: dict[str, float]
+    n_utterances: int
+    n_folds: int
+    folds: list[FoldSummary]
+    by_corpus: dict[str, dict[str, float]] = Field(default_factory=dict)
+    seconds: dict[str, float] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunResult:
+        path = Path(path)
+        if path.is_dir():
+            path = path / RUN_FILE
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=not enabled)
+
+
+def _finite(value: Any) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else float("nan")
+
+
+def _gender_codes(values: pd.Series) -> np.ndarray:
+    text = values.astype("string").str.lower().fillna("")
+    return np.where(text.isin(["f", "female"]), 0, np.where(text.isin(["m", "male"]), 1, -1)).astype(np.int64)
+
+
+def _encode(values: pd.Series, classes: list[str]) -> np.ndarray:
+    position = {c: i for i, c in enumerate(classes)}
+    return np.array([position.get(v, -1) if isinstance(v, str) else -1 for v in values.astype(object)], dtype=np.int64)
+
+
+def prepare_run_dir(out_dir: Path, config: ExperimentConfig, fresh: bool) -> None:
+    """Create the folder; refuse to mix results of two different configurations."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for name in RUN_OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
+        for folder in ("folds", "split"):
+            if (out_dir / folder).is_dir():
+                shutil.rmtree(out_dir / folder)
+        return
+    previous = out_dir / "config.json"
+    if previous.exists():
+        try:
+            old = json.loads(previous.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != config.fingerprint():
+            raise ExperimentError(
+                f"{out_dir} holds a run of a different configuration (fingerprint {old}, this one "
+                f"{config.fingerprint()}); choose another output folder or pass fresh=True (--fresh)")
+
+
+def write_config(out_dir: Path, config: ExperimentConfig) -> None:
+    resolved = config.resolved()
+    write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    write_json(out_dir / "config.json", {"fingerprint": config.fingerprint(), "config": resolved})
+
+
+# --- split -------------------------------------------------------------------------------------
+
+def make_experiment_split(config: ExperimentConfig, manifest: pd.DataFrame):
+    """The protocol's folds over the experiment's rows (label column ``target``).
+
+    ``emobox`` splits each corpus on its own (fold names ``<corpus>.fold_<k>``);
+    ``cross_corpus`` defaults to every ordered pair of the experiment's corpora.
+    """
+    from polyemo.splits import Split, SplitError, assert_no_leakage, make_split
+    from polyemo.splits.model import manifest_sha256
+
+    protocol = config.protocol.canonical
+    params = dict(config.protocol.params)
+    corpora = sorted(manifest["corpus"].unique())
+    try:
+        if protocol == "cross_corpus":
+            params.setdefault("train", corpora)
+            params.setdefault("test", corpora)
+        if protocol == "emobox" and "corpus" not in params and len(corpora) > 1:
+            folds, independent = [], True
+            for corpus in corpora:
+                part = make_split(manifest, "emobox", label_column=TARGET_COLUMN, seed=config.seed, corpus=corpus, **params)
+                independent &= part.speaker_independent
+                folds += [f.model_copy(update={"name": f"{corpus}.{f.name}", "info": {**f.info, "corpus": corpus}})
+                          for f in part.folds]
+            split = Split(protocol="emobox", params={**params, "per_corpus": True}, seed=config.seed,
+                          label_column=TARGET_COLUMN, speaker_independent=independent,
+                          manifest_sha256=manifest_sha256(manifest), folds=folds)
+            assert_no_leakage(manifest, split)
+            return split
+        return make_split(manifest, protocol, label_column=TARGET_COLUMN, seed=config.seed, **params)
+    except SplitError as error:
+        raise ExperimentError(f"experiment {config.name!r}: cannot split with {protocol}: {error}") from None
+
+
+def saved_or_new_split(out_dir: Path, config: ExperimentConfig, manifest: pd.DataFrame):
+    from polyemo.splits import Split, SplitIntegrityError
+
+    split = make_experiment_split(config, manifest)
+    folder = out_dir / "split"
+    if (folder / "split.json").exists():
+        try:
+            saved = Split.load(folder)
+        except SplitIntegrityError as error:
+            raise ExperimentError(f"{folder}: {error}; remove the run folder or run with fresh=True") from None
+        if saved.sha256 != split.sha256:
+            raise ExperimentError(
+                f"{folder}: the saved split differs from the one this configuration makes now (the data "
+                "changed?); its finished folds would not match; rerun with fresh=True (--fresh)")
+        return saved
+    split.save(folder)
+    return split
+
+
+# --- one fold ----------------------------------------------------------------------------------
+
+class FoldInputs:
+    """Feature rows of the experiment, addressable by utt_id."""
+
+    def __init__(self, manifest: pd.DataFrame, array, layers: list[int]) -> None:
+        self.manifest = manifest
+        self.array = array
+        self.layers = layers
+        self.row_of = {u: i for i, u in enumerate(manifest["utt_id"].astype(str))}
+
+    def split_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray]):
+        from polyemo.train import SplitData
+
+        index = np.array([self.row_of[u] for u in rows["utt_id"].astype(str)], dtype=np.int64)
+        if isinstance(self.array, np.ndarray):
+            features = self.array[index]
+        else:
+            features = [self.array[i] for i in index]
+        corpus = rows["corpus"].astype(str).tolist()
+        fallback = np.ones(len(classes), dtype=bool)
+        return SplitData(
+            features=features,
+            labels=_encode(rows[TARGET_COLUMN], classes),
+            masks=np.stack([masks.get(c, fallback) for c in corpus]) if len(rows) else np.zeros((0, len(classes)), bool),
+            speakers=rows["speaker"].astype(object).to_numpy(),
+            utt_ids=rows["utt_id"].astype(str).to_numpy(),
+            gender=_gender_codes(rows["gender"]),
+        )
+
+
+def fold_class_masks(rows: pd.DataFrame, classes: list[str]) -> dict[str, np.ndarray]:
+    """Per corpus, which of ``classes`` its TRAINING rows contain (never from test rows)."""
+    return {str(corpus): np.array([c in set(part[TARGET_COLUMN]) for c in classes], dtype=bool)
+            for corpus, part in rows.groupby("corpus", sort=True)}
+
+
+def select_layer_on_validation(train, val, head_config, train_config, classes) -> tuple[int, dict[int, float]]:
+    """Index of the loaded layer whose head scores best on VALIDATION (ties: the lower layer)."""
+    from polyemo.train import build_estimator
+
+    scores: dict[int, float] = {}
+    quiet = train_config.model_copy(update={"show_progress": False, "log_path": None, "checkpoint_path": None})
+    for index in range(train.num_layers):
+        estimator = build_estimator(head_config, quiet, len(classes), list(classes))
+        report = estimator.fit(train.select_layer(index), val.select_layer(index))
+        scores[index] = float(report.best_score)
+    best = max(scores, key=lambda i: (scores[i], -i))
+    return best, scores
+
+
+def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inputs: FoldInputs,
+             classes: list[str], fold_dir: Path, show_progress: bool) -> pd.DataFrame:
+    """Train on the fold's train part, select on validation, predict the test part once."""
+    from polyemo.train import SealedSplit, train_and_evaluate
+
+    started = time.perf_counter()
+    train_rows, val_rows, test_rows = parts["train"], parts["validation"], parts["test"]
+    fold_classes = [c for c in classes if c in set(train_rows[TARGET_COLUMN])]
+    if len(fold_classes) < 2:
+        raise ExperimentError(f"fold {fold.name}: its training part has fewer than two classes ({fold_classes})")
+    if val_rows.empty:
+        raise ExperimentError(
+            f"fold {fold.name}: no validation rows (its training part has fewer than two speakers); "
+            "raise limit.per_corpus or choose another protocol")
+    masks = fold_class_masks(pd.concat([train_rows, val_rows]), fold_classes)
+    train = inputs.split_data(train_rows, fold_classes, masks)
+    val = inputs.split_data(val_rows, fold_classes, masks)
+    head_config = config.head.head_config()
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    train_config = config.train_config(show_progress=show_progress, log_path=fold_dir / "training_log.jsonl")
+
+    selected, layer_scores = None, {}
+    if config.encoder.select == "best-on-validation" and train.num_layers > 1:
+        selected, layer_scores = select_layer_on_validation(train, val, head_config, train_config, fold_classes)
+        train, val = train.select_layer(selected), val.select_layer(selected)
+    # The test part is built (and sealed) only after every choice was made on train/validation.
+    test_data = inputs.split_data(test_rows, fold_classes, masks)
+    if selected is not None:
+        test_data = test_data.select_layer(selected)
+    test = SealedSplit(test_data, name=f"{fold.name} test")
+    result = train_and_evaluate(train, val, test, head_config, train_config, class_names=fold_classes)
+
+    # Probabilities over the experiment's classes (0 for classes this fold never trained on).
+    probabilities = np.zeros((len(test_rows), len(classes)))
+    for j, name in enumerate(fold_classes):
+        probabilities[:, classes.index(name)] = result.probabilities[:, j]
+    predicted = [fold_classes[i] for i in result.predictions]
+    frame = pd.DataFrame({
+        "utt_id": test_rows["utt_id"].astype(str).to_numpy(),
+        "corpus": test_rows["corpus"].astype(str).to_numpy(),
+        "language": test_rows["language"].astype(str).to_numpy(),
+        "speaker": test_rows["speaker"].astype(str).to_numpy(),
+        "fold": fold.name,
+        "true": test_rows[TARGET_COLUMN].astype(str).to_numpy(),
+        "pred": predicted,
+    })
+    for j, name in enumerate(classes):
+        frame[f"p_{name}"] = probabilities[:, j]
+    write_table(fold_dir / "predictions.csv", frame)
+
+    layer_ids = inputs.layers
+    weights = result.layer_weights
+    summary = {
+        "name": fold.name,
+        "classes": fold_classes,
+        "n_train": len(train_rows), "n_validation": len(val_rows), "n_test": len(test_rows),
+        "selected_layer": None if selected is None else int(layer_ids[selected]),
+        "layer_scores": {str(layer_ids[i]): s for i, s in layer_scores.items()},
+        "layers": [int(x) for x in layer_ids],
+        "best_epoch": result.best_epoch,
+        "val_metrics": {k: result.val_metrics.get(k) for k in ("ua", "wa", "macro_f1")},
+        "history": result.history,
+        "layer_weights": None if weights is None else np.asarray(weights).tolist(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "info": fold.info,
+    }
+    write_json(fold_dir / FOLD_FILE, summary)  # last: the fold is finished
+    return frame
+
+
+# --- aggregation and report ---------------------------------------------------------------------
+
+def _plot_layer_selection(folds: list[dict[str, Any]], path: Path) -> Path | None:
+    rows = [f for f in folds if f.get("layer_scores")]
+    if not rows:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from polyemo.io import atomic_path
+
+    layers = sorted({int(k) for f in rows for k in f["layer_scores"]})
+    scores = np.array([[f["layer_scores"].get(str(layer), np.nan) for layer in layers] for f in rows])
+    chosen = [f["selected_layer"] for f in rows]
+    figure = Figure(figsize=(max(4.0, 0.4 * len(layers) + 2), 3.2), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(layers, np.nanmean(scores, axis=0), marker="o", label="mean over folds")
+    axes.fill_between(layers, np.nanmin(scores, axis=0), np.nanmax(scores, axis=0), alpha=0.2, label="fold range")
+    counts = {layer: chosen.count(layer) for layer in layers}
+    for layer in layers:
+        if counts[layer]:
+            axes.annotate(f"chosen x{counts[layer]}", (layer, np.nanmax(scores[:, layers.index(layer)])),
+                          textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+    axes.set_xlabel("encoder layer")
+    axes.set_ylabel("validation score")
+    axes.set_title("Layer chosen on validation (training speakers only)", fontsize=9)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def plot_cross_corpus(matrix: pd.DataFrame, path: Path, title: str = "Cross-corpus UA (%)") -> Path:
+    """Heatmap of a (train corpus x test corpus) table of UA in [0, 1]; NaN cells blank."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from polyemo.io import atomic_path
+
+    values = matrix.to_numpy(dtype=float)
+    figure = Figure(figsize=(1.0 * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="UA")
+    axes.set_xticks(range(values.shape[1]), labels=list(matrix.columns), rotation=45, ha="right")
+    axes.set_yticks(range(values.shape[0]), labels=list(matrix.index))
+    axes.set_xlabel("test corpus")
+    axes.set_ylabel("train corpus")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                axes.text(j, i, f"{100 * values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                          color="black" if values[i, j] > 0.6 else "white")
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return path
+
+
+def cross_corpus_table(folds: list[FoldSummary]) -> pd.DataFrame | None:
+    """Train corpus x test corpus UA from cross-corpus folds (None when there are none)."""
+    cells = [(" + ".join(f.info["train_corpora"]), f.info["test_corpus"], f.ua)
+             for f in folds if "train_corpora" in f.info and "test_corpus" in f.info]
+    if not cells:
+        return None
+    table = pd.DataFrame(cells, columns=["train", "test", "ua"])
+    rows = sorted(set(table["train"]))
+    columns = sorted(set(table["test"]))
+    return table.pivot_table(index="train", columns="test", values="ua", aggfunc="mean").reindex(index=rows, columns=columns)
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _pct(value: float) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+
+
+def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, aggregate, manifest: pd.DataFrame,
+                 feature_failures: int, images: dict[str, str]) -> None:
+    primary = result.primary_metric
+    ci = result.pooled_ci.get(primary)
+    corpora = manifest.groupby("corpus").agg(utterances=("utt_id", "size"), speakers=("speaker", "nunique"),
+                                             language=("language", "first")).reset_index()
+    lines = [
+        f"# {config.name}",
+        "",
+        f"**{primary}** mean over {result.n_folds} folds: **{_pct(result.primary)}%** (± {_pct(result.primary_std)}); "
+        f"pooled: {_pct(result.pooled[primary])}%" + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "") + ".",
+        "",
+        "## Setup",
+        "",
+        f"- target: `{config.target}`; classes: {', '.join(result.classes)}",
+        f"- protocol: `{result.protocol}` {json.dumps(config.protocol.params) if config.protocol.params else ''}",
+        f"- encoder: `{config.encoder.name}` (precision {config.encoder.precision or 'default'}, layers "
+        f"{config.encoder.layers}, selection {config.encoder.select}); features: {config.features}",
+        f"- head: `{config.head.name}` {json.dumps(config.head.params) if config.head.params else ''}; "
+        f"loss: `{config.loss.name}`; normalisation: {config.normalisation}; seed {config.seed}",
+        f"- validation: carved from each fold's training speakers; the test part is read once after training",
+    ]
+    if config.limit.active:
+        lines.append(f"- **limited** data (smoke test): {config.limit.model_dump(exclude_none=True)}")
+    lines += ["", "## Data", "", _md_table(corpora)]
+    if feature_failures:
+        lines += ["", f"{feature_failures} rows had no features and were left out (feature_failures.csv)."]
+    fold_rows = pd.DataFrame([{
+        "fold": f.name, "train": f.n_train, "val": f.n_validation, "test": f.n_test,
+        "UA %": _pct(f.ua), "WA %": _pct(f.wa), "macro-F1 %": _pct(f.macro_f1),
+        "layer": "" if f.selected_layer is None else f.selected_layer,
+        "epoch": "" if f.best_epoch is None else f.best_epoch,
+    } for f in result.folds])
+    lines += ["", "## Folds", "", _md_table(fold_rows), "", "## Aggregate", "", aggregate.to_markdown()]
+    if result.by_corpus:
+        table = pd.DataFrame([{"corpus": c, **{k: _pct(v) for k, v in m.items()}} for c, m in result.by_corpus.items()])
+        lines += ["", "## By test corpus (pooled, %)", "", _md_table(table)]
+    for title, name in images.items():
+        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    lines += ["", f"Time: {seconds}.", ""]
+    write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.DataFrame, classes: list[str],
+                  predictions: dict[str, pd.DataFrame], fold_info: dict[str, dict[str, Any]],
+                  seconds: dict[str, float], feature_failures: int) -> RunResult:
+    from polyemo.heads.layers import plot_layer_weights
+    from polyemo.metrics import FoldPredictions, aggregate_folds, evaluate_classification
+    from polyemo.report import write_report as write_metrics
+
+    names = [f.name for f in split.folds]
+    by_speaker = config.metrics.bootstrap_unit == "speaker"
+    fold_predictions = [
+        FoldPredictions(y_true=predictions[n]["true"].tolist(), y_pred=predictions[n]["pred"].tolist(), name=n,
+                        groups=predictions[n]["speaker"].tolist() if by_speaker else None)
+        for n in names
+    ]
+    aggregate = aggregate_folds(fold_predictions, labels=classes, task="classification",
+                                n_boot=config.metrics.n_boot, alpha=config.metrics.alpha, seed=config.seed)
+    write_metrics(aggregate, out_dir, name="metrics", title=f"{config.name}: {config.protocol.canonical}")
+    all_predictions = pd.concat([predictions[n] for n in names], ignore_index=True)
+    write_table(out_dir / "predictions.csv", all_predictions)
+
+    folds = []
+    for name, metrics in zip(names, aggregate.folds):
+        info = fold_info[name]
+        folds.append(FoldSummary(
+            name=name, n_train=info["n_train"], n_validation=info["n_validation"], n_test=info["n_test"],
+            ua=_finite(metrics.ua), wa=_finite(metrics.wa), macro_f1=_finite(metrics.macro_f1),
+            classes=info["classes"], selected_layer=info.get("selected_layer"), best_epoch=info.get("best_epoch"),
+            seconds=info.get("seconds", 0.0), info=info.get("info", {}),
+        ))
+
+    by_corpus: dict[str, dict[str, float]] = {}
+    if all_predictions["corpus"].nunique() > 1:
+        report = {}
+        for corpus, rows in all_predictions.groupby("corpus", sort=True):
+            result = evaluate_classification(rows["true"].tolist(), rows["pred"].tolist(), classes,
+                                             groups=rows["speaker"].tolist() if by_speaker else None,
+                                             n_boot=config.metrics.n_boot, alpha=config.metrics.alpha, seed=config.seed)
+            report[str(corpus)] = result.model_dump(mode="json")
+            by_corpus[str(corpus)] = {k: _finite(v) for k, v in result.summary().items()}
+        write_json(out_dir / "by_corpus.json", report)
+
+    images = {"Confusion matrix (pooled over folds)": "metrics_confusion.png"}
+    weights = [fold_info[n]["layer_weights"] for n in names if fold_info[n].get("layer_weights") is not None]
+    if weights and len({len(w) for w in weights}) == 1 and len(weights[0]) > 1:
+        layer_names = [str(x) for x in fold_info[names[0]]["layers"]]
+        plot_layer_weights(np.array(weights), out_dir / "layer_weights.png", layer_names=layer_names,
+                           title=f"Learned layer weights ({config.encoder.name}), mean ± std over folds")
+        images["Layer weights"] = "layer_weights.png"
+    if _plot_layer_selection([fold_info[n] for n in names], out_dir / "layer_selection.png"):
+        images["Layer selection"] = "layer_selection.png"
+    table = cross_corpus_table(folds)
+    if table is not None:
+        write_table(out_dir / "cross_corpus.csv", table.reset_index())
+        plot_cross_corpus(table, out_dir / "cross_corpus.png", title=f"Cross-corpus UA (%), {config.name}")
+        images["Cross-corpus UA"] = "cross_corpus.png"
+
+    primary = config.metrics.primary
+    pooled = {k: _finite(v) for k, v in aggregate.pooled.summary().items()}
+    result = RunResult(
+        name=config.name, out_dir=str(out_dir), fingerprint=config.fingerprint(), protocol=split.protocol,
+        encoder=config.encoder.name, head=config.head.name, classes=classes, primary_metric=primary,
+        primary=_finite(aggregate.mean_of_folds[primary].mean), primary_std=_finite(aggregate.mean_of_folds[primary].std),
+        pooled=pooled, pooled_ci={k: [_finite(c.low), _finite(c.high)] for k, c in aggregate.pooled.ci.items()},
+        mean_of_folds={k: _finite(s.mean) for k, s in aggregate.mean_of_folds.items()},
+        n_utterances=len(manifest), n_folds=len(names), folds=folds, by_corpus=by_corpus, seconds=seconds,
+    )
+    write_report(out_dir, config, result, aggregate, manifest, feature_failures, images)
+    result.files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    result.files.append(RUN_FILE)
+    write_json(out_dir / RUN_FILE, result.model_dump(mode="json"))
+    return result
+
+
+# --- the entry point ----------------------------------------------------------------------------
+
+def run_experiment(
+    config: str | Path | dict[str, Any] | ExperimentConfig,
+    out_dir: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+) -> RunResult:
+    """Run an experiment (a YAML path, a mapping or a config) into ``out_dir``.
+
+    ``overrides``: dotted keys applied before validation, e.g. ``{"limit": 20,
+    "training.epochs": 1, "encoder": {"name": "egemaps"}}``. Default ``out_dir``:
+    ``runs/<name>``. A finished run (``result.json`` of the same configuration) is returned
+    as it is; an interrupted one resumes, skipping finished folds. ``fresh`` first removes
+    the previous outputs of the folder.
+    """
+    from polyemo.cache import features
+
+    started = time.perf_counter()
+    config = load_experiment(config, overrides)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+    prepare_run_dir(out, config, fresh)
+    done = out / RUN_FILE
+    if done.exists():
+        previous = RunResult.load(done)
+        if previous.fingerprint == config.fingerprint():
+            return previous
+    write_config(out, config)
+
+    manifest, corpus_failures = experiment_manifest(config, show_progress=progress)
+    if len(corpus_failures):
+        write_table(out / "corpus_failures.csv", corpus_failures)
+    layers = None if config.encoder.layers == "all" else list(config.encoder.layers)
+    t_features = time.perf_counter()
+    try:
+        extracted = features(
+            manifest, config.encoder.name, layers=layers, kind=config.features, cache_dir=config.encoder.cache_dir,
+            workers=config.encoder.workers, batch_seconds=config.encoder.batch_seconds, progress=progress,
+            encoder_options=config.encoder.encoder_options(), frame_dtype=config.encoder.frame_dtype,
+            failures_path=out / "feature_failures.csv",
+        )
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        raise ExperimentError(f"experiment {config.name!r}: encoder {config.encoder.name!r}: {error}") from None
+    seconds = {"features": round(time.perf_counter() - t_features, 3)}
+    ok = np.asarray(extracted.ok, dtype=bool)
+    if not ok.any():
+        raise ExperimentError(f"experiment {config.name!r}: no row got features (see {out / 'feature_failures.csv'})")
+    array = extracted.array[ok] if isinstance(extracted.array, np.ndarray) else [a for a, k in zip(extracted.array, ok) if k]
+    manifest = manifest[ok].reset_index(drop=True)
+    write_table(out / "manifest.csv", manifest)
+    classes = classes_of(config, manifest)
+    if len(classes) < 2:
+        raise ExperimentError(f"experiment {config.name!r}: the data has fewer than two classes ({classes})")
+
+    split = saved_or_new_split(out, config, manifest)
+    inputs = FoldInputs(manifest, array, list(extracted.layers))
+    predictions: dict[str, pd.DataFrame] = {}
+    fold_info: dict[str, dict[str, Any]] = {}
+    t_folds = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task(f"{config.name} folds", total=len(split.folds), status="")
+        for fold in split.folds:
+            fold_dir = out / "folds" / fold.name
+            if (fold_dir / FOLD_FILE).exists() and (fold_dir / "predictions.csv").exists():
+                predictions[fold.name] = read_table(fold_dir / "predictions.csv").astype({"true": str, "pred": str})
+                fold_info[fold.name] = json.loads((fold_dir / FOLD_FILE).read_text(encoding="utf-8"))
+                bar.update(task, advance=1, status=f"{fold.name}: done before")
+                continue
+            bar.update(task, status=fold.name)
+            parts = split.frames(manifest, fold.name)
+            predictions[fold.name] = run_fold(config, fold, parts, inputs, classes, fold_dir, progress)
+            fold_info[fold.name] = json.loads((fold_dir / FOLD_FILE).read_text(encoding="utf-8"))
+            bar.update(task, advance=1)
+    seconds["folds"] = round(time.perf_counter() - t_folds, 3)
+    seconds["total"] = round(time.perf_counter() - started, 3)
+    return aggregate_run(config, out, split, manifest, classes, predictions, fold_info, seconds,
+                         feature_failures=int((~ok).sum()))
