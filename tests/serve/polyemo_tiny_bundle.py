@@ -8,6 +8,7 @@ into pytest's base temp folder and shared by every test module (they put this fo
 
 from __future__ import annotations
 
+import io
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -107,3 +108,22 @@ def recogniser(bundle: Path):
     from polyemo.predict import load_model
 
     return load_model(bundle, encoder=encoder())
+
+
+def wav_bytes(wave: np.ndarray, rate: int = 16000) -> bytes:
+    """16-bit WAV file contents of a waveform."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _serve_limits():
+    from polyemo.serve import ServeConfig
+
+    # Small limits so the limit tests stay small.
+    return ServeConfig(max_upload_bytes=3_000_000, max_duration_seconds=60.0)
+
+
+SERVE_LIMITS = _serve_limits()

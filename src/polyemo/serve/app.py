@@ -9,7 +9,6 @@ only; the server keeps running.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import time
@@ -74,7 +73,6 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
     """The FastAPI app serving ``model`` (a bundle folder, a loaded Recogniser, or the default model)."""
     config = config or ServeConfig()
     state: dict[str, Any] = {}
-    request_ids = itertools.count()
 
     def run_batch(items: list[AudioItem]) -> list[Prediction]:
         return state["recogniser"].run(items, on_error="record")
@@ -154,13 +152,9 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
             )
         except UploadError as exc:
             return _error(exc.status, exc.code, exc.message)
-        # Each request is its own normalisation group: requests never share statistics.
-        item = AudioItem(
-            source=name,
-            wave=wave,
-            group=f"request-{next(request_ids)}",
-            segment=None if segment == "auto" else segment == "true",
-        )
+        # No group: the recording is its own normalisation group, so requests batched
+        # together never share statistics.
+        item = AudioItem(source=name, wave=wave, segment=None if segment == "auto" else segment == "true")
         try:
             prediction = await state["batcher"].submit(item)
         except QueueFullError as exc:
