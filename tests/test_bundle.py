@@ -180,3 +180,38 @@ def test_import_polyemo_is_cheap():
     code = "import sys, polyemo; assert callable(polyemo.load); print(sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_exported_trainer_predicts_what_the_trainer_predicts(tmp_path, shared_corpora):
+    """The training code path and the prediction path agree: layer choice, speaker statistics, head."""
+    from polyemo.bundle import export_estimator
+    from polyemo.heads import HeadConfig
+    from polyemo.predict import load_model
+    from polyemo.train.config import TrainConfig
+    from polyemo.train.data import SplitData
+    from polyemo.train.estimator import build_estimator
+
+    features, labels, speakers = tiny._features(shared_corpora)
+    loaded_layers = [1, 2, 4]  # the experiment loaded three encoder layers; the head picks index 1 (= layer 2)
+    data = SplitData(features[:, loaded_layers], labels=labels, speakers=speakers)
+    estimator = build_estimator(
+        HeadConfig(name="linear", layers=1),
+        TrainConfig(epochs=3, normalisation="speaker", speaker_min_utterances=tiny.MIN_UTTERANCES,
+                    show_progress=False, patience=None),
+        len(tiny.EMOTIONS), list(tiny.EMOTIONS))
+    estimator.fit(data, data)
+    path = export_estimator(tmp_path / "trained", estimator, encoder=tiny.ENCODER, identity=tiny.encoder().identity,
+                            labels=LabelSet(classes=list(tiny.EMOTIONS)), card=ModelCard(name="trainer"),
+                            encoder_layers=loaded_layers)
+    bundle = read_bundle(path)
+    assert bundle.config.features.layers == [2] and bundle.config.head.num_layers == 1
+
+    clips = tiny.training_clips(shared_corpora)
+    speaker = clips["speaker"].value_counts().index[0]
+    rows = clips.index[clips["speaker"] == speaker].to_numpy()
+    recogniser = load_model(path, encoder=tiny.encoder())
+    got = recogniser.predict(list(clips["path"][rows]), speakers=speaker)
+    # The trainer normalises a test speaker with that speaker's own statistics, as the bundle does.
+    test = SplitData(features[rows][:, loaded_layers], speakers=np.array([f"test-{speaker}"] * len(rows), dtype=object))
+    expected = estimator.predict(test).probabilities
+    np.testing.assert_allclose([[p.probabilities[c] for c in tiny.EMOTIONS] for p in got], expected, atol=1e-5)

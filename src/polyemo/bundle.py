@@ -356,6 +356,59 @@ def export_bundle(
     return target
 
 
+def export_estimator(
+    target: str | os.PathLike[str],
+    estimator: Any,
+    *,
+    encoder: str,
+    identity: Any,
+    labels: LabelSet,
+    card: ModelCard,
+    encoder_layers: list[int] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    segment_above_seconds: float = 30.0,
+    overwrite: bool = False,
+) -> Path:
+    """Export a fitted torch estimator (:class:`polyemo.train.trainer.Trainer`) as a bundle.
+
+    ``identity``: the encoder's EncoderIdentity (or its ``as_dict()``); ``encoder_layers``: the
+    encoder layers the estimator's features held, in order (None: all of them). When the head
+    config picks one of them (``layers: <index>``), the bundle reads only that encoder layer.
+    Classical (scikit-learn) heads have no torch weights and cannot be bundled.
+    """
+    model = getattr(estimator, "model", None)
+    if not getattr(estimator, "fitted", False):
+        raise ValueError("the estimator is not fitted")
+    if model is None or not hasattr(model, "state_dict"):
+        raise TypeError(f"only torch heads can be bundled; {type(estimator).__name__} has no torch model")
+    if list(estimator.class_names) != list(labels.classes):
+        raise ValueError(f"estimator classes {estimator.class_names} differ from the label set {labels.classes}")
+    head_config = estimator.head_config
+    layers = list(encoder_layers) if encoder_layers is not None else None
+    index = head_config.layers
+    if isinstance(index, int) and not isinstance(index, bool):
+        # The estimator selected one loaded layer before normalising; the head saw layer 0 of 1.
+        if layers is None:
+            if index < 0:
+                raise ValueError(f"layer index {index} counts from the top: pass encoder_layers")
+            layers = [index]
+        else:
+            layers = [layers[index]]
+        head_config = head_config.model_copy(update={"layers": 0})
+    identity_dict = identity.as_dict() if hasattr(identity, "as_dict") else dict(identity)
+    features = FeatureSpec(
+        encoder=encoder,
+        identity=identity_dict,
+        precision=str(identity_dict.get("precision", "fp32")),
+        layers=layers,
+        kind="frames" if model.input_kind == "frames" else "pooled",
+        feature_dim=int(estimator.feature_dim),
+    )
+    return export_bundle(target, model=model, head_config=head_config, features=features, labels=labels,
+                         card=card, normaliser=estimator.normaliser, metrics=metrics,
+                         segment_above_seconds=segment_above_seconds, overwrite=overwrite)
+
+
 def _read_json(bundle: Path, name: str) -> Any:
     try:
         return json.loads((bundle / name).read_text(encoding="utf-8"))
