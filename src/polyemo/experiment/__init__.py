@@ -6,7 +6,8 @@ returns a :class:`RunResult`; :func:`run_bench` runs a grid of experiments
 interruption.
 """
 
+from polyemo.experiment.bench import BenchConfig, BenchResult, load_bench, run_bench
 from polyemo.experiment.config import ConfigError, ExperimentConfig, load_experiment
 from polyemo.experiment.run import ExperimentError, RunResult, run_experiment
 
-__all__ = ["ConfigError", "ExperimentConfig", "ExperimentError", "RunResult", "load_experiment", "run_experiment"]
+__all__ = ["BenchConfig", "BenchResult", "load_bench", "run_bench", "ConfigError", "ExperimentConfig", "ExperimentError", "RunResult", "load_experiment", "run_experiment"]

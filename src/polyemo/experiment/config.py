@@ -4,7 +4,7 @@ Example (every field but ``corpora`` has a default)::
 
     name: emodb-loso
     corpora: [emodb]               # names (recipe + root), {name, root}, or {manifest: path}
-    corpora_root: ../shared/corpora  # optional; see :func:`default_corpora_root`
+    corpora_root: ../shared/corpora  # optional; default :func:`default_corpora_root`
     target: label                  # or arousal_level (baved)
     labels: ekman7                 # named set, or {base: big4, merges: {calm: neutral}, drops: [...]}
     protocol: {name: loso, params: {}}
@@ -353,19 +353,21 @@ class ExperimentConfig(_Strict):
 # --- loading --------------------------------------------------------------------------------
 
 def default_corpora_root(base: Path | None = None) -> Path:
-    """``$POLYEMO_CORPORA`` (or ``$POLYEMO_SHARED_CORPORA``), else the first existing of
-    ``<base>/../shared/corpora`` (base: the YAML's folder) and ``./../shared/corpora``."""
+    """``$POLYEMO_CORPORA`` (or ``$POLYEMO_SHARED_CORPORA``), else the nearest
+    ``shared/corpora`` folder beside the YAML's folder or one of its parents (so
+    ``../shared/corpora`` from a repository checkout), else ``./../shared/corpora``."""
     for variable in CORPORA_ENV:
         if os.environ.get(variable):
             return Path(os.environ[variable]).expanduser()
     candidates = []
     if base is not None:
-        candidates.append(base / ".." / "shared" / "corpora")
-    candidates.append(Path.cwd() / ".." / "shared" / "corpora")
+        base = base.resolve()
+        candidates += [folder / "shared" / "corpora" for folder in (base, *base.parents)]
+    candidates.append((Path.cwd() / ".." / "shared" / "corpora").resolve())
     for candidate in candidates:
         if candidate.is_dir():
-            return candidate.resolve()
-    return candidates[0].resolve()
+            return candidate
+    return candidates[-1]
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

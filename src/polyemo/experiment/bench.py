@@ -1,0 +1,370 @@
+"""A benchmark: a grid of experiments from one YAML file, a leaderboard and heatmaps.
+
+Grid file::
+
+    name: emobox
+    base:                     # experiment fields shared by every cell
+      encoder: {name: whisper-base}
+      head: linear
+      protocol: emobox
+    axes:                     # the cartesian product of these makes the cells
+      corpora: [emodb, ravdess, savee]
+      head: [linear, logreg]
+      normalisation: [none, speaker]
+    parts:                    # optional: sub-grids, each with its own settings and axes
+      - name: in-domain
+        axes: {corpora: [emodb, ravdess]}
+      - name: cross-corpus
+        set: {protocol: cross_corpus, corpora: [emodb, ravdess]}
+    primary: ua
+
+An axis is named after an experiment field (``corpora``, ``encoder``, ``head``,
+``protocol``, ``loss``, ``normalisation``, ``labels``, ``features``, dotted names such as
+``encoder.layers``); each value replaces that field (a mapping merges into a mapping). A
+value ``{id: baved, set: {corpora: [baved], target: arousal_level}}`` sets several fields at
+once under the name ``id``. Top-level ``axes`` apply to every part.
+
+:func:`run_bench` runs every cell with :func:`~polyemo.experiment.run.run_experiment` into
+``<out>/cells/<cell id>/`` (features come from the shared cache), skips cells that have
+finished (their ``result.json``), records a failing cell and goes on, and rewrites
+``leaderboard.csv`` / ``leaderboard.md`` (sorted by the primary metric, mean over folds)
+after every cell. Cross-corpus cells add ``cross_corpus*.png`` heatmaps (train corpus x
+test corpus, UA), with in-domain cells of the same setup on the diagonal.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from polyemo.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    deep_merge,
+    experiment_from_dict,
+    format_validation_error,
+    read_yaml,
+    set_path,
+)
+from polyemo.experiment.run import RUN_FILE, RunResult, _md_table, _progress, plot_cross_corpus, run_experiment
+from polyemo.io import write_json, write_table, write_text
+
+#: axes whose string values are names (their id is the value itself)
+NAMED_AXES = {"corpora", "encoder", "head", "protocol", "loss", "labels", "features", "target"}
+#: axes that say WHERE a model is trained/tested, not WHAT the model is (heatmap grouping)
+DATA_AXES = {"corpora", "protocol"}
+
+
+class GridPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    set: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class BenchConfig(BaseModel):
+    """A grid of experiments: ``base`` settings, ``axes`` and optional ``parts``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "bench"
+    base: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    parts: list[GridPart] = Field(default_factory=list)
+    primary: Literal["ua", "wa", "macro_f1"] | None = None
+
+
+@dataclass
+class Cell:
+    """One experiment of the grid."""
+
+    id: str
+    part: str | None
+    axes: dict[str, str]  # axis -> value id
+    config: ExperimentConfig
+
+
+@dataclass
+class BenchResult:
+    name: str
+    out_dir: Path
+    leaderboard: pd.DataFrame
+    results: dict[str, RunResult] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    heatmaps: list[Path] = field(default_factory=list)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", str(text)).strip("_") or "x"
+
+
+def axis_value(axis: str, value: Any) -> tuple[str, dict[str, Any]]:
+    """(id, overrides) of one axis value."""
+    if isinstance(value, dict) and "set" in value:
+        extra = sorted(set(value) - {"id", "set"})
+        if "id" not in value or extra or not isinstance(value["set"], dict):
+            raise ValueError(f"axis {axis!r}: a variant with 'set' needs exactly 'id' and a mapping 'set', got {sorted(value)}")
+        return str(value["id"]), copy.deepcopy(value["set"])
+    update: dict[str, Any] = {}
+    set_path(update, axis, copy.deepcopy(value))
+    leaf = axis.split(".")[-1]
+    if isinstance(value, dict):
+        ident = str(value.get("name", value.get("id", json.dumps(value, sort_keys=True))))
+    elif isinstance(value, list):
+        ident = "+".join(str(v if not isinstance(v, dict) else v.get("name", v.get("manifest", "?"))) for v in value)
+    elif isinstance(value, str) and axis in NAMED_AXES:
+        ident = value
+    else:
+        ident = f"{leaf}={value}"
+    return ident, update
+
+
+def expand_grid(bench: BenchConfig, source: str = "grid", base_dir: Path | None = None,
+                overrides: dict[str, Any] | None = None) -> list[Cell]:
+    """Every cell of the grid, validated (errors name the file and the cell)."""
+    parts = bench.parts or [GridPart()]
+    cells: list[Cell] = []
+    seen: dict[str, int] = {}
+    for part in parts:
+        axes = {**bench.axes, **part.axes}
+        for axis, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{source}: axis {axis!r}{' of part ' + part.name if part.name else ''} needs a non-empty list of values")
+        choices = [[(axis, v) for v in values] for axis, values in axes.items()]
+        for combo in itertools.product(*choices) if choices else [()]:
+            data = deep_merge(bench.base, part.set)
+            ids = [part.name] if part.name else []
+            axis_ids: dict[str, str] = {}
+            for axis, value in combo:
+                try:
+                    ident, update = axis_value(axis, value)
+                except ValueError as error:
+                    raise ConfigError(f"{source}: {error}") from None
+                data = deep_merge(data, update)
+                ids.append(ident)
+                axis_ids[axis] = ident
+            for key, value in (overrides or {}).items():
+                set_path(data, key, copy.deepcopy(value))  # replaces, as for a single experiment
+            cell_id = "__".join(_slug(i) for i in ids) or "default"
+            if cell_id in seen:
+                seen[cell_id] += 1
+                cell_id = f"{cell_id}-{seen[cell_id]}"
+            else:
+                seen[cell_id] = 1
+            data["name"] = f"{bench.name}.{cell_id}"
+            try:
+                config = experiment_from_dict(data, f"{source} [cell {cell_id}]", base_dir)
+            except ConfigError as error:
+                raise ConfigError(str(error)) from None
+            cells.append(Cell(cell_id, part.name, axis_ids, config))
+    return cells
+
+
+def load_bench(source: str | Path | dict[str, Any] | BenchConfig,
+               overrides: dict[str, Any] | None = None) -> tuple[BenchConfig, list[Cell]]:
+    """The grid and its validated cells from a YAML path, a mapping or a config."""
+    if isinstance(source, BenchConfig):
+        bench, name, base_dir = source, "grid", None
+    else:
+        if isinstance(source, dict):
+            data, name, base_dir = copy.deepcopy(source), "grid", None
+        else:
+            path = Path(source)
+            data, name, base_dir = read_yaml(path), str(path), path.resolve().parent
+            data.setdefault("name", path.stem)
+        try:
+            bench = BenchConfig(**data)
+        except ValidationError as error:
+            raise ConfigError(format_validation_error(error, name)) from None
+    return bench, expand_grid(bench, name, base_dir, overrides)
+
+
+# --- leaderboard and heatmaps ---------------------------------------------------------------------
+
+def leaderboard_rows(cells: list[Cell], results: dict[str, RunResult], errors: dict[str, str],
+                     primary: str) -> pd.DataFrame:
+    axes = list(dict.fromkeys(a for c in cells for a in c.axes))
+    rows = []
+    for cell in cells:
+        row: dict[str, Any] = {"cell": cell.id}
+        if any(c.part for c in cells):
+            row["part"] = cell.part or ""
+        row.update({axis: cell.axes.get(axis, "") for axis in axes})
+        result = results.get(cell.id)
+        if result is not None:
+            ci = result.pooled_ci.get(primary, [math.nan, math.nan])
+            row.update({
+                "status": "ok", "n_folds": result.n_folds, "n_utterances": result.n_utterances,
+                f"{primary}_mean": result.mean_of_folds.get(primary, math.nan),
+                f"{primary}_std": result.primary_std if result.primary_metric == primary else math.nan,
+                f"{primary}_pooled": result.pooled.get(primary, math.nan),
+                f"{primary}_ci_low": ci[0], f"{primary}_ci_high": ci[1],
+                **{f"{m}_pooled": result.pooled.get(m, math.nan) for m in ("ua", "wa", "macro_f1") if m != primary},
+                "seconds": result.seconds.get("total", math.nan),
+            })
+        else:
+            row["status"] = "error: " + errors[cell.id].splitlines()[0][:200] if cell.id in errors else "pending"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    key = f"{primary}_mean"
+    if key in frame.columns:
+        frame = frame.sort_values(key, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    frame.insert(0, "rank", range(1, len(frame) + 1))
+    return frame
+
+
+def leaderboard_markdown(frame: pd.DataFrame, primary: str, title: str) -> str:
+    shown = frame.copy()
+    for column in shown.columns:
+        if column.endswith(("_mean", "_std", "_pooled", "_ci_low", "_ci_high")):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{100 * v:.2f}")
+        elif column == "seconds":
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    lines = [f"# {title}", "",
+             f"Sorted by **{primary}**, mean over folds (`{primary}_mean`, %); `_pooled`: all folds' predictions "
+             f"together, with a bootstrap interval (`_ci_low`, `_ci_high`).", "", _md_table(shown), ""]
+    return "\n".join(lines)
+
+
+def _model_key(cell: Cell) -> str:
+    """What the cell's model is, apart from where it is trained and tested."""
+    data = cell.config.resolved()
+    for key in ("name", "corpora", "corpora_root", "protocol", "limit"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cross_corpus_heatmaps(cells: list[Cell], results: dict[str, RunResult], out_dir: Path) -> list[Path]:
+    """One heatmap per setup that has cross-corpus folds; in-domain UA (pooled) on the diagonal."""
+    groups: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        result = results.get(cell.id)
+        if result is None:
+            continue
+        key = _model_key(cell)
+        group = groups.setdefault(key, {"pairs": {}, "diagonal": {}, "cells": []})
+        cross = [f for f in result.folds if "train_corpora" in f.info and "test_corpus" in f.info]
+        if cross:
+            group["cells"].append(cell)
+            for fold in cross:
+                group["pairs"][(" + ".join(fold.info["train_corpora"]), fold.info["test_corpus"])] = fold.ua
+        elif len(cell.config.corpora) == 1:
+            group["diagonal"][cell.config.corpora[0].label] = result.pooled.get("ua", math.nan)
+    groups = {k: g for k, g in groups.items() if g["pairs"]}
+    paths = []
+    for index, (key, group) in enumerate(sorted(groups.items(), key=lambda kv: kv[1]["cells"][0].id)):
+        pairs = group["pairs"]
+        rows = sorted({train for train, _ in pairs} | {c for c in group["diagonal"] if any(t == c for _, t in pairs)})
+        columns = sorted({test for _, test in pairs})
+        table = pd.DataFrame(math.nan, index=rows, columns=columns)
+        for (train, test), ua in pairs.items():
+            table.loc[train, test] = ua
+        for corpus, ua in group["diagonal"].items():
+            if corpus in table.index and corpus in table.columns:
+                table.loc[corpus, corpus] = ua
+        suffix = "" if len(groups) == 1 else f"_{index + 1}"
+        first = group["cells"][0]
+        what = ", ".join(f"{a}={v}" for a, v in first.axes.items() if a not in DATA_AXES) or first.config.encoder.name
+        title = f"Cross-corpus UA (%): {first.config.encoder.name} / {first.config.head.name}" + (f" ({what})" if suffix else "")
+        png = out_dir / f"cross_corpus{suffix}.png"
+        write_table(out_dir / f"cross_corpus{suffix}.csv", table.rename_axis("train").reset_index())
+        plot_cross_corpus(table, png, title=title)
+        paths.append(png)
+    return paths
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+def _finished(cell: Cell, cell_dir: Path) -> RunResult | None:
+    path = cell_dir / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        result = RunResult.load(path)
+    except (OSError, ValueError):
+        return None
+    return result if result.fingerprint == cell.config.fingerprint() else None
+
+
+def run_bench(
+    grid: str | Path | dict[str, Any] | BenchConfig,
+    out_dir: str | Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    fail_fast: bool = False,
+    only: list[str] | None = None,
+) -> BenchResult:
+    """Run every cell of ``grid`` (skipping finished ones), then write the leaderboard.
+
+    ``overrides`` (dotted keys, each replacing that field) apply to every cell, e.g. ``{"limit": 20, "training.epochs": 1}``.
+    A failing cell is recorded (``cells/<id>/error.txt`` and the leaderboard's ``status``)
+    and the others still run, unless ``fail_fast``. ``only``: run just these cell ids.
+    Default ``out_dir``: ``runs/<grid name>``.
+    """
+    bench, cells = load_bench(grid, overrides)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / bench.name
+    out.mkdir(parents=True, exist_ok=True)
+    primary = bench.primary or cells[0].config.metrics.primary
+    write_text(out / "bench.yaml", yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    write_json(out / "cells.json", [{"id": c.id, "part": c.part, "axes": c.axes, "fingerprint": c.config.fingerprint(),
+                                     "config": c.config.resolved()} for c in cells])
+    if only:
+        unknown = sorted(set(only) - {c.id for c in cells})
+        if unknown:
+            raise ConfigError(f"unknown cells {unknown}; cells: {[c.id for c in cells]}")
+    results: dict[str, RunResult] = {}
+    errors: dict[str, str] = {}
+    started = time.perf_counter()
+
+    def publish() -> pd.DataFrame:
+        board = leaderboard_rows(cells, results, errors, primary)
+        write_table(out / "leaderboard.csv", board)
+        write_text(out / "leaderboard.md", leaderboard_markdown(board, primary, f"{bench.name} leaderboard"))
+        return board
+
+    with _progress(progress) as bar:
+        task = bar.add_task(f"{bench.name} cells", total=len(cells), status="")
+        for cell in cells:
+            cell_dir = out / "cells" / cell.id
+            done = _finished(cell, cell_dir)
+            if done is not None:
+                results[cell.id] = done
+                bar.update(task, advance=1, status=f"{cell.id}: done before")
+                continue
+            if only and cell.id not in only:
+                bar.update(task, advance=1, status=f"{cell.id}: skipped")
+                continue
+            bar.update(task, status=cell.id)
+            try:
+                results[cell.id] = run_experiment(cell.config, cell_dir, progress=progress)
+                (cell_dir / "error.txt").unlink(missing_ok=True)
+            except Exception as error:  # one bad cell never stops the grid
+                if fail_fast:
+                    raise
+                errors[cell.id] = f"{type(error).__name__}: {error}"
+                write_text(cell_dir / "error.txt", errors[cell.id] + "\n\n" + traceback.format_exc())
+            publish()
+            bar.update(task, advance=1)
+    board = publish()
+    heatmaps = cross_corpus_heatmaps(cells, results, out)
+    write_json(out / "bench.json", {
+        "name": bench.name, "primary": primary, "cells": len(cells), "finished": len(results),
+        "errors": errors, "heatmaps": [p.name for p in heatmaps],
+        "seconds": round(time.perf_counter() - started, 3),
+    })
+    return BenchResult(bench.name, out, board, results, errors, heatmaps)
