@@ -63,7 +63,7 @@ def extract(
         cache_dir=cache_dir, workers=workers, batch_seconds=batch_seconds, progress=progress,
         encoder_options=options, frame_dtype=frame_dtype, failures_path=failures,
     )
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     console.print(result.summary())
     console.print(f"cache: {result.store_dir}")
     if len(result.failures):
