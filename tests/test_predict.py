@@ -33,9 +33,9 @@ def recogniser(tmp_path_factory, shared_corpora):
 
 @pytest.fixture(scope="module")
 def clips(shared_corpora) -> pd.DataFrame:
-    """Eight EmoDB clips of two speakers (not all of them training clips)."""
+    """Six EmoDB clips of two speakers (not all of them training clips)."""
     manifest = pd.read_csv(shared_corpora / "emodb" / "manifest.csv", dtype={"speaker": str})
-    picked = manifest[manifest["speaker"].isin(["08", "09"])].groupby("speaker").head(4)
+    picked = manifest[manifest["speaker"].isin(["08", "09"])].groupby("speaker").head(3)
     return picked.assign(path=[str(shared_corpora / "emodb" / p) for p in picked["path"]]).reset_index(drop=True)
 
 
@@ -68,7 +68,7 @@ def test_folder_with_a_corrupt_file_gives_one_failure_row(recogniser, folder, tm
     out = tmp_path / "out.jsonl"
     summary = predict_files(recogniser, folder, out, show_progress=False)
     rows = read_output(out)
-    assert len(rows) == summary.inputs == 9 and summary.failed == 1 and summary.predicted == 8
+    assert len(rows) == summary.inputs == 7 and summary.failed == 1 and summary.predicted == 6
     failed = [r for r in rows if r["error"]]
     assert len(failed) == 1 and failed[0]["path"].endswith("broken.wav")
     assert "broken.wav" in failed[0]["error"] and "cannot decode" in failed[0]["error"]
@@ -87,11 +87,11 @@ def test_per_folder_groups_and_csv_output(recogniser, folder, tmp_path):
     out = tmp_path / "out.csv"
     summary = predict_files(recogniser, folder, out, speaker_norm="per-folder", show_progress=False)
     table = pd.read_csv(out)
-    assert summary.speaker_norm == "per-folder" and len(table) == 9
+    assert summary.speaker_norm == "per-folder" and len(table) == 7
     assert [c for c in table.columns if c.startswith("prob_")] == [f"prob_{c}" for c in tiny.EMOTIONS]
     good = table[table["error"].isna()]
-    # spk08 has 4 good clips + the broken one (which never reaches the statistics), spk09 has 4.
-    assert set(good["norm_source"]) == {f"folder:{folder / 'spk08'} (4 units)", f"folder:{folder / 'spk09'} (4 units)"}
+    # spk08 has 3 good clips + the broken one (which never reaches the statistics), spk09 has 3.
+    assert set(good["norm_source"]) == {f"folder:{folder / 'spk08'} (3 units)", f"folder:{folder / 'spk09'} (3 units)"}
     np.testing.assert_allclose(good[[f"prob_{c}" for c in tiny.EMOTIONS]].sum(axis=1), 1.0, atol=1e-4)
 
 
@@ -99,16 +99,16 @@ def test_csv_list_with_speaker_column(recogniser, clips, tmp_path):
     listing = tmp_path / "list.csv"
     shutil.copy(clips["path"][0], tmp_path / "local.flac")
     speaker = clips["speaker"][0]
-    pd.DataFrame({"path": ["local.flac", *clips["path"][1:4], "missing.wav"],
-                  "speaker": [speaker] * 4 + ["x"]}).to_csv(listing, index=False)
+    pd.DataFrame({"path": ["local.flac", *clips["path"][1:3], "missing.wav"],
+                  "speaker": [speaker] * 3 + ["x"]}).to_csv(listing, index=False)
     inputs, mode = collect_inputs(listing)
     assert mode == "column" and inputs[0].group == f"speaker:{speaker}"
     assert inputs[0].path == str(tmp_path / "local.flac")  # relative to the list
     summary = predict_files(recogniser, listing, tmp_path / "out.jsonl", show_progress=False)
     rows = {r["path"]: r for r in summary.records}
-    assert len(rows) == 5 and summary.failed == 1
+    assert len(rows) == 4 and summary.failed == 1
     assert rows[str(tmp_path / "missing.wav")]["error"].endswith("file not found")
-    assert rows[str(tmp_path / "local.flac")]["norm_source"] == f"speaker:{speaker} (4 units)"
+    assert rows[str(tmp_path / "local.flac")]["norm_source"] == f"speaker:{speaker} (3 units)"
     assert rows[str(tmp_path / "local.flac")]["group"] == f"speaker:{speaker}"
     bad = tmp_path / "bad.csv"
     bad.write_text("file,speaker\na.wav,1\n")
@@ -122,7 +122,7 @@ def test_resume_skips_done_inputs_and_retries_failures(recogniser, folder, tmp_p
     counting = CountingRecogniser(recogniser)
     again = predict_files(counting, folder, out, show_progress=False)
     # Only the failed recording is tried again; the output keeps one row per input.
-    assert again.skipped == 8 and [Path(p).name for p in counting.seen] == ["broken.wav"]
+    assert again.skipped == 6 and [Path(p).name for p in counting.seen] == ["broken.wav"]
     assert read_output(out) == first.records
 
     # A killed run: the output does not exist yet, the partial file holds 3 rows and a torn line.
@@ -131,13 +131,13 @@ def test_resume_skips_done_inputs_and_retries_failures(recogniser, folder, tmp_p
     partial_path(killed).write_text("\n".join(lines) + '\n{"path": "/torn', encoding="utf-8")
     counting = CountingRecogniser(recogniser)
     resumed = predict_files(counting, folder, killed, show_progress=False)
-    assert resumed.skipped == 3 and len(counting.seen) == 6
+    assert resumed.skipped == 3 and len(counting.seen) == 4
     table = pd.read_csv(killed)
-    assert len(table) == 9 and table["path"].is_unique and not partial_path(killed).exists()
+    assert len(table) == 7 and table["path"].is_unique and not partial_path(killed).exists()
 
 
 def test_long_recording_is_segmented_and_summarised(recogniser, clips, tmp_path):
-    waves = [load_audio(p) for p in clips["path"][:4]]
+    waves = [load_audio(p) for p in clips["path"][:3]]
     gap = np.zeros(int(1.5 * 16000), dtype=np.float32)
     starts, parts, t = [], [], 0.0
     for wave in waves:
@@ -150,15 +150,15 @@ def test_long_recording_is_segmented_and_summarised(recogniser, clips, tmp_path)
 
     prediction = recogniser.predict(str(path), segment=True)[0]
     segments = prediction.segments
-    assert len(segments) == 4
+    assert len(segments) == 3
     for segment, start, wave in zip(segments, starts, waves):
         end = start + wave.size / 16000
         # Inside its clip (give or take VAD padding), covering most of it (clips have quiet edges).
         assert start - 0.2 <= segment.start < segment.end <= end + 0.2
         assert segment.end - segment.start > 0.5 * (end - start)
         assert segment.label in tiny.EMOTIONS
-    # The recording is its own group: its 4 segments share statistics (>= min_utterances).
-    assert prediction.norm_source == "recording (4 units)"
+    # The recording is its own group: its 3 segments share statistics (>= min_utterances).
+    assert prediction.norm_source == "recording (3 units)"
     probs = np.array([[s.probabilities[c] for c in tiny.EMOTIONS] for s in segments])
     expected = duration_weighted_mean(probs, np.array([s.end - s.start for s in segments]))
     np.testing.assert_allclose([prediction.probabilities[c] for c in tiny.EMOTIONS], expected, atol=1e-5)
@@ -189,10 +189,10 @@ def test_cli_predict(folder, tmp_path, tmp_path_factory, shared_corpora, monkeyp
     result = CliRunner().invoke(app, ["predict", str(folder), "--model", str(bundle), "-o", str(out),
                                       "--segment", "--timeline", str(tmp_path / "t.png"), "--no-progress"])
     assert result.exit_code == 1, result.output  # one input failed
-    assert "8 predicted, 1 failed" in result.output and "broken.wav" in result.output
+    assert "6 predicted, 1 failed" in result.output and "broken.wav" in result.output
     table = pd.read_csv(out)
-    assert len(table) == 9 and (table["n_segments"].dropna() >= 1).all()
-    assert len(list(tmp_path.glob("t-*.png"))) == 8
+    assert len(table) == 7 and (table["n_segments"].dropna() >= 1).all()
+    assert len(list(tmp_path.glob("t-*.png"))) == 6
 
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "nothing"), "--model", str(bundle)])
     assert result.exit_code == 2 and "no such file or folder" in result.output
