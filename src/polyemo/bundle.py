@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from polyemo.labels import LabelSet
 
@@ -76,10 +76,19 @@ class FeatureSpec(_Strict):
 
     encoder: str = Field(description="registered encoder name, e.g. 'whisper-base'")
     identity: dict[str, Any] = Field(description="EncoderIdentity.as_dict() of the encoder used in training")
-    precision: str = Field("fp32", description="encoder compute precision (part of the identity)")
+    precision: str | None = Field(None, description="encoder compute precision; default and must match: the identity's")
     layers: list[int] | None = Field(None, description="encoder layers fed to the head, in order; None = all")
     kind: Literal["pooled", "frames"] = Field("pooled", description="utterance-pooled or frame features")
     feature_dim: int = Field(gt=0, description="size of one layer's feature vector as the head sees it")
+
+    @model_validator(mode="after")
+    def _precision_of_identity(self) -> FeatureSpec:
+        stated = self.identity.get("precision")
+        if self.precision is None:
+            self.precision = str(stated or "fp32")
+        elif stated is not None and stated != self.precision:
+            raise ValueError(f"precision {self.precision!r} differs from the encoder identity's {stated!r}")
+        return self
 
     @property
     def num_layers(self) -> int:
@@ -399,7 +408,6 @@ def export_estimator(
     features = FeatureSpec(
         encoder=encoder,
         identity=identity_dict,
-        precision=str(identity_dict.get("precision", "fp32")),
         layers=layers,
         kind="frames" if model.input_kind == "frames" else "pooled",
         feature_dim=int(estimator.feature_dim),

@@ -85,7 +85,7 @@ def export(target: Path, corpora: Path, *, identity: dict | None = None, encoder
 
     model, config, normaliser, shape = train_head(corpora, normalisation, head, params)
     spec = FeatureSpec(encoder=encoder_name, identity=identity or encoder().identity.as_dict(),
-                       precision="fp32", kind="pooled", feature_dim=shape[2])
+                       kind="pooled", feature_dim=shape[2])
     card = ModelCard(name="tiny-test-model", description="Test model: 24 EmoDB clips, linear probe.",
                      corpora=["emodb"], languages=["de"], protocol="none (training clips only)",
                      scores={"train_UA": 1.0}, license="research")

@@ -171,3 +171,21 @@ def test_micro_batcher_batches_fails_per_batch_and_bounds_its_queue():
     assert [len(batch) for batch in seen[:3]] == [1, 4, 2]  # queued requests ran together
     assert isinstance(failing[0], ValueError) and after == 70
     assert time.monotonic() - start < 5
+
+
+def test_cli_serve_refuses_a_bad_bundle_before_binding(tmp_path):
+    from typer.testing import CliRunner
+
+    from polyemo.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "missing-bundle"), "--port", "9"])
+    assert result.exit_code == 2 and "missing-bundle: not a bundle folder" in result.output
+
+
+def test_no_default_model_is_a_clear_error(tmp_path, monkeypatch):
+    import polyemo.predict
+    from polyemo.bundle import BundleError
+
+    monkeypatch.setattr(polyemo.predict, "default_model_path", lambda: tmp_path / "default-model")
+    with pytest.raises(BundleError, match="no default model is installed"):
+        polyemo.predict.load_model()

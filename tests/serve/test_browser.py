@@ -41,6 +41,8 @@ def browser(tmp_path_factory):
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1000,1100",
+                 # A fake microphone (a beeping test signal) that needs no permission prompt.
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
@@ -136,3 +138,26 @@ def test_an_unusable_upload_shows_the_reason(browser, live_server, tmp_path):
     browser.find_element(By.ID, "predict-button").click()
     error = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "error") if d.find_element(By.ID, "error").is_displayed() else None)
     assert "notes.wav" in error.text and "cannot decode" in error.text and "422" in error.text
+
+
+def test_record_from_the_microphone(browser, live_server):
+    """Record -> Stop: the browser turns the MediaRecorder output into 16 kHz WAV and uploads it."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server + "/")
+    WebDriverWait(browser, 30).until(lambda d: "anger" in d.find_element(By.ID, "model-info").text)
+    record = browser.find_element(By.ID, "record-button")
+    record.click()
+    WebDriverWait(browser, 10).until(lambda d: "Stop" in d.find_element(By.ID, "record-button").text)
+    time.sleep(1.5)
+    record.click()
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_element(By.ID, "label").text.strip() or d.find_element(By.ID, "error").is_displayed())
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "label").text.strip().lower() in ("anger", "happiness", "neutral", "sadness")
+    duration = float(browser.find_element(By.ID, "duration").text.split()[0])
+    assert 1.0 <= duration <= 3.0  # about the 1.5 s recorded
+    assert "recording.wav" in browser.find_element(By.ID, "status").text
