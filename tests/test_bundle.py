@@ -215,3 +215,28 @@ def test_exported_trainer_predicts_what_the_trainer_predicts(tmp_path, shared_co
     test = SplitData(features[rows][:, loaded_layers], speakers=np.array([f"test-{speaker}"] * len(rows), dtype=object))
     expected = estimator.predict(test).probabilities
     np.testing.assert_allclose([[p.probabilities[c] for c in tiny.EMOTIONS] for p in got], expected, atol=1e-5)
+
+
+def test_frame_head_bundle_pads_batches_correctly(tmp_path, shared_corpora):
+    """A frame-level head (random weights): batched, padded prediction equals one clip at a time."""
+    from polyemo.heads import HeadConfig, build_head
+    from polyemo.predict import load_model
+    from polyemo.train.normalise import make_normaliser
+
+    identity = tiny.encoder().identity
+    torch.manual_seed(0)
+    config = HeadConfig(name="attentive_stats", layers="weighted")
+    model = build_head(config, 2, tiny.encoder().frame_dim, len(tiny.EMOTIONS)).eval()
+    spec = FeatureSpec(encoder=tiny.ENCODER, identity=identity.as_dict(), layers=[3, 4], kind="frames",
+                       feature_dim=tiny.encoder().frame_dim)
+    path = export_bundle(tmp_path / "frames", model=model, head_config=config, features=spec,
+                         labels=LabelSet(classes=list(tiny.EMOTIONS)), card=ModelCard(name="frames"),
+                         normaliser=make_normaliser("utterance", axis="frames"))
+    recogniser = load_model(path, encoder=tiny.encoder(), batch_size=4)
+    clips = list(tiny.training_clips(shared_corpora)["path"][:3])  # different lengths
+    together = recogniser.predict(clips)
+    alone = [recogniser.predict(clip)[0] for clip in clips]
+    for a, b in zip(together, alone):
+        assert a.norm_source == "utterance"
+        np.testing.assert_allclose([a.probabilities[c] for c in tiny.EMOTIONS],
+                                   [b.probabilities[c] for c in tiny.EMOTIONS], atol=1e-5)

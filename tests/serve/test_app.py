@@ -97,6 +97,12 @@ def test_bad_requests_get_json_4xx(client, kwargs, status, code, says):
     assert body["error"] == code and says in body["detail"]
 
 
+def test_invalid_parameter_is_a_json_422(client, clip_path):
+    response = client.post("/v1/predict?segment=maybe", files={"file": (clip_path.name, clip_path.read_bytes())})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request" and "segment" in response.json()["detail"]
+
+
 def test_size_limit_holds_without_content_length(client):
     def chunks():  # chunked transfer: no Content-Length header to check up front
         for _ in range(40):
@@ -189,3 +195,14 @@ def test_no_default_model_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(polyemo.predict, "default_model_path", lambda: tmp_path / "default-model")
     with pytest.raises(BundleError, match="no default model is installed"):
         polyemo.predict.load_model()
+
+
+def test_queued_audio_is_bounded(recogniser, clip_path):
+    from fastapi.testclient import TestClient
+
+    from polyemo.serve import ServeConfig, create_app
+
+    with TestClient(create_app(recogniser, ServeConfig(max_queued_audio_seconds=1.0))) as small:
+        response = small.post("/v1/predict", files={"file": (clip_path.name, clip_path.read_bytes())})
+        assert response.status_code == 503 and response.json()["error"] == "busy"
+        assert small.get("/health").json()["status"] == "ok"

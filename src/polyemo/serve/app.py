@@ -8,7 +8,6 @@ only; the server keeps running.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -41,6 +41,8 @@ class ServeConfig(BaseModel):
     max_batch: int = Field(8, ge=1, description="most requests run through the model together")
     max_wait_seconds: float = Field(0.01, ge=0, description="how long a request waits for others to batch with")
     max_queue: int = Field(256, ge=1, description="requests waiting beyond this get 503")
+    max_queued_audio_seconds: float = Field(
+        3600.0, gt=0, description="decoded audio held for waiting requests (bounds memory); beyond it 503")
 
 
 def web_dir() -> Path:
@@ -72,7 +74,7 @@ _AUDIO_BODY = {
 def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app serving ``model`` (a bundle folder, a loaded Recogniser, or the default model)."""
     config = config or ServeConfig()
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"queued_seconds": 0.0}
 
     def run_batch(items: list[AudioItem]) -> list[Prediction]:
         return state["recogniser"].run(items, on_error="record")
@@ -102,6 +104,11 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
         version=_version(),
         lifespan=lifespan,
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return _error(422, "invalid_request", problems)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -155,12 +162,16 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
         # No group: the recording is its own normalisation group, so requests batched
         # together never share statistics.
         item = AudioItem(source=name, wave=wave, segment=None if segment == "auto" else segment == "true")
+        seconds = wave.size / 16000
+        if state["queued_seconds"] + seconds > config.max_queued_audio_seconds:
+            return _error(503, "busy", f"server busy: {state['queued_seconds']:.0f} s of audio already waiting; retry later")
+        state["queued_seconds"] += seconds  # the event loop is single-threaded: no lock needed
         try:
             prediction = await state["batcher"].submit(item)
         except QueueFullError as exc:
             return _error(503, "busy", f"server busy: {exc}; retry later")
-        except asyncio.CancelledError:
-            raise
+        finally:
+            state["queued_seconds"] -= seconds
         if prediction.error is not None:
             return _error(422, "unusable_audio", prediction.error)
         return JSONResponse(prediction.to_dict())
