@@ -6,17 +6,19 @@ clip, or its speech segments found by Silero VAD when it is long), units are enc
 batches, normalised the way the model was trained, and run through the head. Segment
 predictions are summarised per recording by the duration-weighted mean of probabilities.
 
-Speaker normalisation at prediction time works on *groups* (``AudioItem.group``): all
-units of a group with at least ``min_group_size`` units get that group's statistics; a
-smaller group (a single short clip) falls back to the training statistics in the bundle.
-Each prediction states which it got (``norm_source``).
+Speaker normalisation at prediction time works on *groups* (``AudioItem.group``: a speaker,
+a folder; by default the recording itself): all units of a group with at least the
+normaliser's ``min_utterances`` units get that group's statistics; a smaller group (a single
+short clip) falls back to the training statistics in the bundle. Each prediction states
+which it got (``norm_source``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -114,6 +116,7 @@ class Recogniser:
         if encoder is None:
             encoder = _load_encoder(bundle)
         check_encoder_identity(bundle, encoder.identity)
+        _check_shapes(bundle, encoder)
         self.encoder = encoder
         self.head = bundle.build_head()
         self.classes = list(bundle.labels.classes)
@@ -405,6 +408,17 @@ class _PredictionNormaliser:
             for group in groups
         ]
         return list(out), sources
+
+
+def _check_shapes(bundle: Bundle, encoder: Encoder) -> None:
+    spec = bundle.config.features
+    layers = getattr(encoder, "num_layers", None)
+    if spec.layers is not None and layers is not None and any(not -layers <= i < layers for i in spec.layers):
+        raise BundleError(bundle.path, "config.json", f"layers {spec.layers} do not exist in {spec.encoder} ({layers} layers)")
+    dim = getattr(encoder, "pooled_dim" if spec.kind == "pooled" else "frame_dim", None)
+    if dim is not None and dim != spec.feature_dim:
+        raise BundleError(bundle.path, "config.json",
+                          f"the head reads {spec.kind} features of size {spec.feature_dim}; {spec.encoder} gives {dim}")
 
 
 def _load_encoder(bundle: Bundle) -> Encoder:
@@ -700,27 +714,20 @@ def predict_files(
     return FileRunSummary(len(inputs), skipped, len(fresh) - failed, failed, speaker_norm, output, ordered)
 
 
-class _progress:
-    """A rich progress bar over recordings (or nothing); yields ``advance(n)``."""
+@contextmanager
+def _progress(enabled: bool, total: int, skipped: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over recordings on stderr (stdout may carry the results); yields ``advance(n)``."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    def __init__(self, enabled: bool, total: int, skipped: int) -> None:
-        self.enabled, self.total, self.skipped = enabled, total, skipped
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             transient=False)
-        self._bar.start()
-        label = f"recordings ({self.skipped} done before)" if self.skipped else "recordings"
-        task = self._bar.add_task(label, total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._bar.stop()
+    label = f"predicting ({skipped} done before)" if skipped else "predicting"
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 # -- timeline plot ----------------------------------------------------------------------------
