@@ -734,9 +734,9 @@ def _progress(enabled: bool, total: int, skipped: int) -> Iterator[Callable[[int
 
 #: One colour per canonical emotion, shared with the web page (polyemo/web/app.js).
 EMOTION_COLOURS = {
-    "anger": "#e03131", "boredom": "#868e96", "calm": "#38d9a9", "contempt": "#9c36b5",
-    "disgust": "#5c940d", "fear": "#7048e8", "happiness": "#f59f00", "neutral": "#4dabf7",
-    "sadness": "#1c7ed6", "surprise": "#f783ac", "other": "#adb5bd",
+    "anger": "#e03131", "boredom": "#a47148", "calm": "#38d9a9", "contempt": "#9c36b5",
+    "disgust": "#5c940d", "fear": "#7048e8", "happiness": "#f59f00", "neutral": "#868e96",
+    "sadness": "#1c7ed6", "surprise": "#f783ac", "other": "#495057",
 }
 
 
@@ -755,8 +755,10 @@ def plot_timeline(prediction: Prediction | dict[str, Any], path: str | os.PathLi
     segments = [s if isinstance(s, dict) else asdict(s) for s in segments]
     classes = list(classes or data.get("probabilities") or segments[0]["probabilities"])
     duration = float(data.get("duration") or segments[-1]["end"])
-    fig = Figure(figsize=(max(6.0, min(16.0, duration / 4)), 3.2))
+    width = max(6.0, min(16.0, duration / 4))
+    fig = Figure(figsize=(width, 3.2))
     ax = fig.add_subplot(1, 1, 1)
+    seconds_per_char = 0.065 * duration / (width - 2.2)  # 7 pt text over the axes' width
     for seg in segments:
         bottom = 0.0
         for cls in classes:
@@ -764,12 +766,13 @@ def plot_timeline(prediction: Prediction | dict[str, Any], path: str | os.PathLi
             ax.bar(seg["start"], value, width=seg["end"] - seg["start"], bottom=bottom, align="edge",
                    color=EMOTION_COLOURS.get(cls, "#495057"), edgecolor="white", linewidth=0.3)
             bottom += value
-        ax.text((seg["start"] + seg["end"]) / 2, 1.03, seg["label"], ha="center", va="bottom", fontsize=7,
-                rotation=90 if seg["end"] - seg["start"] < duration / 25 else 0)
+        narrow = seg["end"] - seg["start"] < len(seg["label"]) * seconds_per_char
+        ax.text((seg["start"] + seg["end"]) / 2, 1.02, seg["label"], ha="center", va="bottom", fontsize=7,
+                rotation=90 if narrow else 0)
     handles = [ax.bar(0, 0, color=EMOTION_COLOURS.get(c, "#495057"), label=c) for c in classes]
     ax.legend(handles=handles, labels=classes, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.set_xlim(0, duration)
-    ax.set_ylim(0, 1.18)
+    ax.set_ylim(0, 1.45 if any(s["end"] - s["start"] < len(s["label"]) * seconds_per_char for s in segments) else 1.18)
     ax.set_yticks([0, 0.5, 1.0])
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")

@@ -3,9 +3,9 @@
 "use strict";
 
 const COLOURS = {
-  anger: "#e03131", boredom: "#868e96", calm: "#38d9a9", contempt: "#9c36b5",
-  disgust: "#5c940d", fear: "#7048e8", happiness: "#f59f00", neutral: "#4dabf7",
-  sadness: "#1c7ed6", surprise: "#f783ac", other: "#adb5bd",
+  anger: "#e03131", boredom: "#a47148", calm: "#38d9a9", contempt: "#9c36b5",
+  disgust: "#5c940d", fear: "#7048e8", happiness: "#f59f00", neutral: "#868e96",
+  sadness: "#1c7ed6", surprise: "#f783ac", other: "#495057",
 };
 const FALLBACK = ["#e8590c", "#0ca678", "#ae3ec9", "#3bc9db", "#fab005", "#495057"];
 
