@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 from polyemo_tiny_bundle import SERVE_LIMITS as LIMITS
 from polyemo_tiny_bundle import wav_bytes
 

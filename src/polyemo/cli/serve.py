@@ -26,7 +26,8 @@ def serve(
 
     from polyemo.bundle import BundleError
     from polyemo.predict import load_model
-    from polyemo.serve import ServeConfig, serve as run_server
+    from polyemo.serve import ServeConfig
+    from polyemo.serve import serve as run_server
 
     config = ServeConfig(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_duration_seconds=max_seconds,
                          max_batch=max_batch)
