@@ -198,3 +198,19 @@ def test_cli_predict(folder, tmp_path, tmp_path_factory, shared_corpora, monkeyp
     assert result.exit_code == 2 and "no such file or folder" in result.output
     result = CliRunner().invoke(app, ["predict", str(folder), "--model", str(tmp_path / "no-bundle")])
     assert result.exit_code == 2 and "no such directory" in result.output
+
+
+def test_non_finite_features_fail_that_recording_only(recogniser, clips, monkeypatch):
+    """An encoder that returns NaN for one input: that input fails, the others are predicted."""
+    real = recogniser._features
+    poison = load_audio(clips["path"][1])
+
+    def features(waves):
+        out = real(waves)
+        return [np.full_like(f, np.nan) if w.size == poison.size and np.array_equal(w, poison) else f
+                for f, w in zip(out, waves)]
+
+    monkeypatch.setattr(recogniser, "_features", features)
+    predictions = recogniser.predict(list(clips["path"][:3]), on_error="record")
+    assert [p.error is None for p in predictions] == [True, False, True]
+    assert "NaN/inf features" in predictions[1].error and predictions[1].label is None

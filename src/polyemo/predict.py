@@ -282,6 +282,12 @@ class Recogniser:
                         if on_error == "raise":
                             raise
                         failed[units[i].item] = f"{items[units[i].item].source}: encoder failed ({type(exc).__name__}: {exc})"
+            for i in batch:
+                if out[i] is not None and not np.isfinite(out[i]).all():
+                    message = f"{items[units[i].item].source}: the encoder produced NaN/inf features"
+                    if on_error == "raise":
+                        raise AudioError(items[units[i].item].source, "the encoder produced NaN/inf features")
+                    failed[units[i].item] = message
             finished = 0
             for i in batch:
                 remaining[units[i].item] -= 1
