@@ -15,6 +15,16 @@ def experiment_overrides(limit: Optional[int], epochs: Optional[int], encoder: O
                          corpora_root: Optional[Path], settings: list[str]) -> dict:
     """Dotted-key overrides from the smoke-test options and ``--set KEY=VALUE`` pairs."""
     overrides: dict = {}
+    if encoder is not None:
+        # A whole new encoder section: the old one's layers may not exist in the new encoder.
+        overrides["encoder"] = {"name": encoder}
+    if limit is not None:
+        overrides["limit"] = {"per_corpus": limit}
+    if epochs is not None:
+        overrides["training.epochs"] = epochs
+    if corpora_root is not None:
+        overrides["corpora_root"] = str(corpora_root.resolve())
+    # After the options above, so --set can refine them (e.g. encoder.cache_dir=...).
     for pair in settings:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -23,15 +33,6 @@ def experiment_overrides(limit: Optional[int], epochs: Optional[int], encoder: O
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    if limit is not None:
-        overrides["limit"] = {"per_corpus": limit}
-    if epochs is not None:
-        overrides["training.epochs"] = epochs
-    if encoder is not None:
-        # A whole new encoder section: the old one's layers may not exist in the new encoder.
-        overrides["encoder"] = {"name": encoder}
-    if corpora_root is not None:
-        overrides["corpora_root"] = str(corpora_root.resolve())
     return overrides
 
 

@@ -6,6 +6,9 @@ arousal level); rows without one are dropped. The split protocols stratify on it
 
 from __future__ import annotations
 
+import os
+import zlib
+
 import numpy as np
 import pandas as pd
 
@@ -13,6 +16,19 @@ from polyemo import manifest as mf
 from polyemo.experiment.config import AROUSAL_LEVELS, ConfigError, CorpusSpec, ExperimentConfig, LimitSpec
 
 TARGET_COLUMN = "target"
+
+
+# Prepared manifests of this process, keyed by corpus, folder and the folder's newest change:
+# a grid prepares each corpus once, and any change to its files prepares it again.
+_PREPARED: dict[tuple[str, str, float], tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+
+def _tree_stamp(folder) -> float:
+    """Newest modification time in a folder tree (files and folders)."""
+    newest = folder.stat().st_mtime
+    for dirpath, _, filenames in os.walk(folder):
+        newest = max(newest, os.stat(dirpath).st_mtime, *(os.stat(os.path.join(dirpath, f)).st_mtime for f in filenames))
+    return newest
 
 
 def load_corpus(spec: CorpusSpec, show_progress: bool = False) -> pd.DataFrame:
@@ -28,7 +44,10 @@ def load_corpus(spec: CorpusSpec, show_progress: bool = False) -> pd.DataFrame:
         raise ConfigError(
             f"corpus {spec.name!r}: no folder {spec.root} (set corpora_root in the experiment file, "
             "the corpus' own root, or $POLYEMO_CORPORA)")
-    manifest, failures = prepare(spec.name, spec.root, show_progress=show_progress)
+    key = (spec.name, str(spec.root.resolve()), _tree_stamp(spec.root))
+    if key not in _PREPARED:
+        _PREPARED[key] = prepare(spec.name, spec.root, show_progress=show_progress)
+    manifest, failures = (frame.copy() for frame in _PREPARED[key])
     if len(failures):
         # Undecodable files are left out of the manifest by the recipe; say how many.
         manifest.attrs["failures"] = failures
@@ -60,42 +79,47 @@ def add_target(config: ExperimentConfig, manifest: pd.DataFrame) -> pd.DataFrame
     return frame[frame[TARGET_COLUMN].notna()].reset_index(drop=True)
 
 
-def spread_order(frame: pd.DataFrame, by: list[str], seed: int) -> np.ndarray:
-    """Row positions ordered so that a prefix spreads evenly over the groups of ``by``:
-    first one row of every group, then a second of every group, and so on (seeded)."""
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(len(frame))
-    ordered = frame.iloc[shuffled]
-    rank = ordered.groupby(by, sort=False, dropna=False).cumcount().to_numpy()
-    # Ties on rank keep the shuffled order (stable sort).
-    return shuffled[np.argsort(rank, kind="stable")]
+def balanced_pick(rows: pd.DataFrame, count: int, seed: int, salt: str = "") -> pd.DataFrame:
+    """``count`` rows spread evenly over classes and then over speakers (seeded greedy):
+    each step takes the class picked least so far, and in it a row of the speaker picked
+    least so far, so a small subset has every class and as many speakers as it can.
+    ``salt`` (e.g. the speaker) varies the draw between groups of the same seed."""
+    if count >= len(rows):
+        return rows
+    rng = np.random.default_rng([seed, zlib.crc32(salt.encode())])
+    order = rng.permutation(len(rows))
+    classes = rows[TARGET_COLUMN].astype(str).to_numpy()[order]
+    speakers = pd.factorize(rows["speaker"].astype(str).to_numpy()[order])[0]
+    remaining = {c: list(np.flatnonzero(classes == c)) for c in sorted(set(classes))}
+    class_used = {c: 0 for c in remaining}
+    priority = dict(zip(remaining, rng.permutation(len(remaining))))  # ties between classes
+    speaker_used = np.zeros(speakers.max() + 1, dtype=np.int64)
+    chosen: list[int] = []
+    while len(chosen) < count:
+        cls = min((c for c in remaining if remaining[c]), key=lambda c: (class_used[c], priority[c]))
+        candidates = remaining[cls]
+        best = int(np.argmin(speaker_used[speakers[candidates]]))  # first (shuffled) among the least used
+        position = candidates.pop(best)
+        chosen.append(int(order[position]))
+        class_used[cls] += 1
+        speaker_used[speakers[position]] += 1
+    return rows.iloc[sorted(chosen)]
 
 
 def apply_limit(frame: pd.DataFrame, limit: LimitSpec, seed: int) -> pd.DataFrame:
     """At most ``per_speaker`` rows per speaker, then ``per_corpus`` per corpus, spread over
-    speakers and classes so that small subsets still have every class and many speakers."""
+    classes and speakers (:func:`balanced_pick`)."""
     if not limit.active:
         return frame
-    keep: list[int] = []
-    for _, rows in frame.groupby("corpus", sort=True):
-        rows = rows.copy()
+    kept = []
+    for corpus, rows in frame.groupby("corpus", sort=True):
         if limit.per_speaker is not None:
-            chosen = []
-            for _, mine in rows.groupby("speaker", sort=True):
-                order = spread_order(mine, [TARGET_COLUMN], seed)
-                chosen.append(mine.iloc[order[: limit.per_speaker]])
-            rows = pd.concat(chosen)
-        if limit.per_corpus is not None and len(rows) > limit.per_corpus:
-            # Class first, then speaker: every class appears before any class gets a second row.
-            order = spread_order(rows, [TARGET_COLUMN], seed)
-            by_class = rows.iloc[order]
-            speaker_rank = by_class.groupby(["speaker", TARGET_COLUMN], sort=False).cumcount().to_numpy()
-            class_rank = by_class.groupby(TARGET_COLUMN, sort=False).cumcount().to_numpy()
-            # Prefer rows whose (speaker, class) cell is not yet used, then fill by class rank.
-            final = np.lexsort((class_rank, speaker_rank))
-            rows = by_class.iloc[final[: limit.per_corpus]]
-        keep.extend(rows.index.tolist())
-    return frame.loc[sorted(keep)].reset_index(drop=True)
+            rows = pd.concat([balanced_pick(mine, limit.per_speaker, seed, str(speaker))
+                              for speaker, mine in rows.groupby("speaker", sort=True)])
+        if limit.per_corpus is not None:
+            rows = balanced_pick(rows, limit.per_corpus, seed, str(corpus))
+        kept.append(rows)
+    return frame.loc[sorted(pd.concat(kept).index)].reset_index(drop=True)
 
 
 def experiment_manifest(config: ExperimentConfig, show_progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
