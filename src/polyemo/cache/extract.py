@@ -206,15 +206,18 @@ def _encode(encoder: Encoder, plan: Plan, batch: list[WorkItem], waves: list[np.
         outputs = encoder.frames(waves)
         if len(outputs) != n:
             raise ValueError(f"encoder returned {len(outputs)} frame sets for {n} waveforms")
-        # Pool the frames we already have unless the encoder pools some other way; an
-        # encoder that overrides pooled() only for speed says so with this attribute.
-        own_pooling = getattr(encoder, "pools_frames_by_mean_std", type(encoder).pooled is Encoder.pooled)
+        # Pool the frames we already have with the encoder's own pooling (Encoder.pool
+        # equals what pooled() returns); older encoders without it pool by mean/std only
+        # when they do not override pooled().
+        pool = getattr(encoder, "pool", None)
+        if pool is None and type(encoder).pooled is Encoder.pooled:
+            pool = pool_mean_std
         for i, output in enumerate(outputs):
             layers = np.asarray(output.layers, dtype=np.float32)
             if batch[i].need_frames:
                 frames[i] = (layers[plan.frame_layers], float(output.frame_rate))
-            if batch[i].need_pooled and own_pooling:
-                pooled[i] = pool_mean_std(layers)
+            if batch[i].need_pooled and pool is not None:
+                pooled[i] = np.asarray(pool(layers), dtype=np.float32)
         wanted = [i for i in range(n) if batch[i].need_pooled and pooled[i] is None]
         if wanted:
             block = np.asarray(encoder.pooled([waves[i] for i in wanted]), dtype=np.float32)
