@@ -82,3 +82,18 @@ def test_input_kind_follows_a_multitask_base():
     assert head_input_kind("attentive_stats") == "frames"
     assert HeadConfig(name="multitask", params={"base": "frame_mlp", "avd_weight": 1.0}).input_kind() == "frames"
     assert HeadConfig(name="multitask", params={"gender_weight": 1.0}).input_kind() == "pooled"
+
+
+def test_attentive_pooling_with_flat_scores_is_mean_and_std_of_valid_frames():
+    from polyemo.heads.attentive_stats import AttentiveStatsPooling
+
+    pool = AttentiveStatsPooling(3, attention_dim=4)
+    with torch.no_grad():
+        for p in pool.score.parameters():
+            p.zero_()  # every frame scores 0: uniform attention
+    x = torch.randn(2, 6, 3)
+    out = pool(x, torch.tensor([6, 4]))
+    for row, n in enumerate([6, 4]):
+        frames = x[row, :n]
+        expected = torch.cat([frames.mean(0), frames.std(0, unbiased=False)])
+        torch.testing.assert_close(out[row], expected, rtol=1e-5, atol=1e-5)

@@ -186,3 +186,10 @@ def test_multitask_learns_arousal_valence_dominance(make_frames, quick_config):
     assert result.outputs["avd"].shape == (30, 3)
     scores = regression_metrics(with_avd(make_frames(30, 2)).avd, result.outputs["avd"])
     assert scores["mean_ccc"] > 0.6, scores
+
+
+def test_nan_features_are_refused_by_name(make_pooled, quick_config):
+    train = make_pooled(12, 0)
+    train.features[4, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"1 rows with NaN.*u0_4"):
+        Trainer(HeadConfig(name="linear"), quick_config(), 3).fit(train, make_pooled(6, 1))

@@ -107,6 +107,12 @@ class SplitData:
     def has_labels(self) -> bool:
         return self.labels is not None and bool((self.labels >= 0).any())
 
+    def nonfinite_rows(self) -> np.ndarray:
+        """Indices of rows whose features hold NaN or inf (e.g. failed extractions)."""
+        if self.is_frames:
+            return np.array([i for i, f in enumerate(self.features) if not np.isfinite(f).all()], dtype=np.int64)
+        return np.flatnonzero(~np.isfinite(self.features.reshape(len(self), -1)).all(axis=1))
+
     def with_features(self, features: np.ndarray | Sequence[np.ndarray]) -> SplitData:
         return replace(self, features=features)
 

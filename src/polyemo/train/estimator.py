@@ -49,6 +49,14 @@ class Prediction:
         return self.probabilities.argmax(axis=1)
 
 
+def _check_finite(data: SplitData, name: str) -> None:
+    bad = data.nonfinite_rows()
+    if len(bad):
+        ids = data.utt_ids[bad[:5]].tolist() if data.utt_ids is not None else bad[:5].tolist()
+        raise SplitError(f"the {name} split has {len(bad)} rows with NaN/inf features (failed extraction?), "
+                         f"e.g. {ids}; drop them first")
+
+
 class Estimator(ABC):
     kind: str = ""
 
@@ -79,6 +87,7 @@ class Estimator(ABC):
                 raise SplitError(f"the {name} split has label {int(split.labels.max())} >= {self.num_classes} classes")
             if split.masks is not None and split.masks.shape[1] != self.num_classes:
                 raise SplitError(f"the {name} split's masks have {split.masks.shape[1]} classes, expected {self.num_classes}")
+            _check_finite(split, name)
         if train.is_frames != val.is_frames:
             raise SplitError("training and validation features differ in kind (pooled vs frames)")
         self.normaliser = make_normaliser(self.train_config.normalisation, **self.train_config.normaliser_options())
@@ -93,6 +102,7 @@ class Estimator(ABC):
     def predict(self, data: SplitData) -> Prediction:
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
+        _check_finite(data, "prediction")
         return self._predict(self._prepare(data))
 
     def predict_proba(self, data: SplitData) -> np.ndarray:

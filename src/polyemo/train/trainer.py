@@ -204,6 +204,9 @@ class Trainer(Estimator):
                         for b in group:
                             x, lengths, targets = train_batches(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
                             loss, parts = model.compute_loss(model(x, lengths), targets, loss_fn)
+                            if not torch.isfinite(loss):
+                                raise FloatingPointError(f"training loss became {float(loss)} in epoch {epoch}, "
+                                                         f"batch {b + 1}; lower the learning rate")
                             (loss / len(group)).backward()
                             for key, value in {"loss": float(loss.detach()), **parts}.items():
                                 sums[key] = sums.get(key, 0.0) + value
@@ -261,8 +264,13 @@ class Trainer(Estimator):
         collected: dict[str, list[np.ndarray]] = {}
         class_outputs = {o.name for o in model.head.outputs if o.kind == "class"}
         loss_total, loss_rows = 0.0, 0
+        # Frames: batch utterances of similar length (less padding), then restore the order.
+        order = torch.arange(n)
+        if batches.data.is_frames:
+            lengths_all = np.array([f.shape[1] for f in batches.data.features])
+            order = torch.from_numpy(np.argsort(lengths_all, kind="stable"))
         for start in range(0, n, size):
-            x, lengths, targets = batches(torch.arange(start, min(start + size, n)))
+            x, lengths, targets = batches(order[start:start + size])
             out = model(x, lengths)
             known = int((targets.emotion >= 0).sum())
             if known and loss_fn is not None:
@@ -271,7 +279,8 @@ class Trainer(Estimator):
             for name, value in out.items():
                 value = torch.softmax(value, dim=-1) if name in class_outputs else value
                 collected.setdefault(name, []).append(value.double().cpu().numpy())
-        outputs = {k: np.concatenate(v) for k, v in collected.items()}
+        inverse = np.argsort(order.numpy())
+        outputs = {k: np.concatenate(v)[inverse] for k, v in collected.items()}
         return outputs, (loss_total / loss_rows if loss_rows else float("nan"))
 
     def _predict(self, data: SplitData) -> Prediction:
