@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [by_label[label] for label in args.encoders.split(",") if label]  # KeyError names a typo
     manifest = load_corpora([c for c in args.corpora.split(",") if c], args.limit)
     print(f"{len(manifest)} files, {manifest['duration'].sum() / 60:.1f} min of audio", file=sys.stderr)
+    load_before = os.getloadavg()[0]
     rows = []
     for setting in chosen:
         row = measure(setting, manifest, args.workers, args.batch_seconds)
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "files per corpus": args.limit or "all",
         "total files": len(manifest),
         "audio minutes": round(float(manifest["duration"].sum()) / 60, 1),
+        # Other work on the machine slows every setting; a load near the core count is idle.
+        "load average (1 min) before / after": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
         "x real time": "audio seconds encoded / wall seconds of extraction (decode + encode + cache write)",
     }
     for path in write_results(rows, args.out, args.tag, context):
