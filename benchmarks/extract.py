@@ -26,7 +26,7 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy+torch on 2 cores are 3x slower otherwise
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POLYEMO_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))

@@ -22,7 +22,7 @@ from polyemo.cache.store import store_dir_name
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # so spawned workers and subprocesses import the toy encoder too
-from cache_toy_encoder import ToyEncoder  # noqa: E402
+from cache_toy_encoder import ToyEncoder
 
 N_FILES = 20
 
@@ -239,7 +239,7 @@ def test_worker_processes_share_one_cache(subset, reference, tmp_path):
         subset, ToyEncoder(delay=0.3), kind="frames", frame_dtype="float32", cache_dir=tmp_path, workers=2,
         batch_seconds=4, flush_seconds=0, progress=False,
     )
-    assert result.ok.all() and result.computed == N_FILES
+    assert result.ok.all() and result.computed == N_FILES and result.frame_rate == 100.0
     for got, expected in zip(result.array, reference["frames"]):
         np.testing.assert_array_equal(got, expected)
     store = FeatureStore(result.store_dir)
@@ -258,6 +258,8 @@ def test_store_survives_a_lost_index_and_ignores_damaged_files(subset, reference
     (store_dir / "pooled" / "zz-damaged.safetensors").write_bytes(b"not a shard")
     with pytest.warns(UserWarning, match="unreadable feature shard"):
         store = FeatureStore(store_dir)
+    with pytest.warns(UserWarning, match="unreadable feature shard"):
         store.merge_index()
+    assert (store_dir / "index.parquet").exists()
     assert len(store.pooled_hashes()) == N_FILES
     np.testing.assert_array_equal(store.read_pooled(subset["content_hash"].tolist()), reference["pooled"])

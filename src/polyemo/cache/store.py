@@ -316,6 +316,8 @@ class FeatureStore:
         return np.stack(arrays)
 
     def frame_rate(self) -> float | None:
+        if self.info.get("frame_rate") is None:  # another process may have stored frames since
+            self.info = json.loads((self.directory / "encoder.json").read_text(encoding="utf-8"))
         rate = self.info.get("frame_rate")
         return float(rate) if rate is not None else None
 
