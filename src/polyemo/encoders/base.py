@@ -26,12 +26,27 @@ class FrameFeatures:
     frame_rate: float  # frames per second
 
 
-def pool_mean_std(frames: np.ndarray) -> np.ndarray:
-    """(layers, frames, dim) -> (layers, 2*dim): mean then standard deviation over frames."""
+def pool_mean_std(frames: np.ndarray, outlier_ratio: float | None = None) -> np.ndarray:
+    """(layers, frames, dim) -> (layers, 2*dim): mean then standard deviation over frames.
+
+    With ``outlier_ratio``, frames are weighted by their norm relative to the layer's median
+    frame norm: weight 1 up to ``outlier_ratio / 2``, 0 from ``outlier_ratio`` on, linear in
+    between. This keeps attention-sink frames ("massive activations", tens to hundreds of
+    times the norm of speech frames) from dominating the statistics; the ramp keeps pooling
+    continuous, so tiny numeric changes (bf16) never flip a frame in or out.
+    """
     frames = frames.astype(np.float32, copy=False)
-    mean = frames.mean(axis=1)
-    std = frames.std(axis=1) if frames.shape[1] > 1 else np.zeros_like(mean)
-    return np.concatenate([mean, std], axis=-1)
+    if outlier_ratio is None or frames.shape[1] < 2:
+        mean = frames.mean(axis=1)
+        std = frames.std(axis=1) if frames.shape[1] > 1 else np.zeros_like(mean)
+        return np.concatenate([mean, std], axis=-1)
+    norms = np.linalg.norm(frames, axis=-1)  # (layers, frames)
+    ratio = norms / np.maximum(np.median(norms, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    weight = np.clip((outlier_ratio - ratio) / (outlier_ratio / 2), 0.0, 1.0)[..., None]
+    total = weight.sum(axis=1)  # > 0: at least half the frames have ratio <= 1
+    mean = (frames * weight).sum(axis=1) / total
+    var = (np.square(frames - mean[:, None, :]) * weight).sum(axis=1) / total
+    return np.concatenate([mean, np.sqrt(var)], axis=-1).astype(np.float32)
 
 
 @dataclass
@@ -67,6 +82,8 @@ class Encoder(ABC):
     pooled_dim: int
     #: False for functionals-only encoders (no frame-level output)
     has_frames: bool = True
+    #: frames per second of :meth:`frames` (0 without frames)
+    frame_rate: float = 0.0
 
     @property
     @abstractmethod
@@ -77,6 +94,13 @@ class Encoder(ABC):
     def frames(self, waves: list[np.ndarray]) -> list[FrameFeatures]:
         """Per-layer frame features for each 16 kHz mono float32 waveform."""
 
+    def pool(self, layers: np.ndarray) -> np.ndarray:
+        """(num_layers, frames, frame_dim) -> (num_layers, pooled_dim): this encoder's pooling.
+
+        Use it to pool frames cached from :meth:`frames`; it equals what :meth:`pooled` returns.
+        """
+        return pool_mean_std(layers)
+
     def pooled(self, waves: list[np.ndarray]) -> np.ndarray:
         """(batch, num_layers, pooled_dim) float32 utterance features."""
-        return np.stack([pool_mean_std(f.layers) for f in self.frames(waves)])
+        return np.stack([self.pool(f.layers) for f in self.frames(waves)])

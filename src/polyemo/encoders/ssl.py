@@ -1,0 +1,113 @@
+"""Self-supervised waveform encoders from transformers: WavLM, HuBERT, wav2vec 2.0, data2vec-audio.
+
+Input normalisation is the model's own: its ``preprocessor_config.json`` (AutoFeatureExtractor)
+when present, else the convention of this model family: zero-mean unit-variance input
+exactly for models whose convolutional front end uses layer norm (``feat_extract_norm ==
+"layer"``, e.g. wav2vec2-large-lv60, data2vec-audio); group-norm models (wav2vec2-base,
+HuBERT-base, WavLM-base) were trained on raw waveforms.
+
+Padding never reaches an utterance's features. Layer-norm models get padded batches with an
+attention mask (HF zeroes padded frames before the positional convolution and masks them
+as attention keys), and only valid frames (``_get_feat_extract_output_lengths``) are kept.
+Group-norm models normalise the first convolution over the whole time axis, padding
+included, and must not be given an attention mask, so they only batch utterances of equal
+length; others run on their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from polyemo.encoders import ENCODERS
+from polyemo.encoders.hf import HUB_ALIASES, TransformersEncoder
+
+SSL_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech", "unispeech-sat")
+
+
+class SSLEncoder(TransformersEncoder):
+    """A wav2vec 2.0-family encoder: all hidden states, mean+std pooled over valid frames."""
+
+    def __init__(self, name: str, *, precision: str = "fp32", window_seconds: float = 30.0) -> None:
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+
+        super().__init__(name, precision=precision, window_seconds=window_seconds)
+        folder = self.resolved.path
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        if config.model_type not in SSL_MODEL_TYPES:
+            raise ValueError(f"{folder}: model type {config.model_type!r} is not a wav2vec2-family encoder "
+                             f"({', '.join(SSL_MODEL_TYPES)})")
+        self.model_type = config.model_type
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+        self.group_norm = getattr(config, "feat_extract_norm", "layer") == "group"
+        if (folder / "preprocessor_config.json").is_file():
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        else:
+            self.feature_extractor = Wav2Vec2FeatureExtractor(do_normalize=not self.group_norm,
+                                                              return_attention_mask=not self.group_norm)
+        self.do_normalize = bool(getattr(self.feature_extractor, "do_normalize", False))
+        self.num_layers = config.num_hidden_layers + 1
+        self.frame_dim = config.hidden_size
+        self.pooled_dim = 2 * config.hidden_size
+        self.frame_rate = self.sample_rate / math.prod(config.conv_stride)
+        # the shortest input that yields one frame: the receptive field of the conv stack
+        receptive = 1
+        for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+            receptive = (receptive - 1) * stride + kernel
+        self.min_samples = receptive
+
+    def identity_options(self) -> dict[str, Any]:
+        return {**super().identity_options(), "do_normalize": self.do_normalize}
+
+    def _normalise(self, segment: np.ndarray) -> np.ndarray:
+        if segment.size < self.min_samples:
+            raise ValueError(f"audio window of {segment.size} samples is shorter than the model's "
+                             f"receptive field ({self.min_samples} samples)")
+        values = self.feature_extractor(segment, sampling_rate=self.sample_rate, return_tensors="np")["input_values"]
+        return np.asarray(values[0], dtype=np.float32)
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        if not self.group_norm:
+            return [list(range(len(lengths)))]
+        groups: dict[int, list[int]] = defaultdict(list)
+        for index, length in enumerate(lengths):
+            groups[length].append(index)
+        return list(groups.values())
+
+    def _prepare(self, segments: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._normalise(s) for s in segments]
+
+    def _forward(self, inputs: list[np.ndarray]) -> list[torch.Tensor]:
+        lengths = [x.size for x in inputs]
+        results: list[torch.Tensor | None] = [None] * len(inputs)
+        for batch in self._batches(lengths):
+            longest = max(lengths[i] for i in batch)
+            values = torch.zeros(len(batch), longest)
+            mask = torch.zeros(len(batch), longest, dtype=torch.long)
+            for row, i in enumerate(batch):
+                values[row, : lengths[i]] = torch.from_numpy(inputs[i])
+                mask[row, : lengths[i]] = 1
+            ragged = bool((mask == 0).any())
+            output = self.model(values, attention_mask=mask if ragged else None, output_hidden_states=True)
+            states = torch.stack(output.hidden_states)  # (layers, batch, frames, dim)
+            frames = self.model._get_feat_extract_output_lengths(torch.tensor([lengths[i] for i in batch]))
+            for row, i in enumerate(batch):
+                results[i] = states[:, row, : int(frames[row])]
+        return results  # type: ignore[return-value]
+
+
+def _hub_factory(hub_id: str):
+    def make(**options) -> SSLEncoder:
+        return SSLEncoder(hub_id, **options)
+
+    make.__doc__ = f"{hub_id} from the Hugging Face cache (or the hub when online)"
+    return make
+
+
+for _alias, _hub_id in HUB_ALIASES.items():
+    if not _alias.startswith("whisper"):
+        ENCODERS.register(_alias)(_hub_factory(_hub_id))
