@@ -33,10 +33,10 @@ class ClassicalEstimator(Estimator):
     def _matrix(self, data: SplitData) -> np.ndarray:
         if data.is_frames:
             raise SplitError(f"classical head {self.head_config.name!r} needs pooled features, got frame features")
-        return reduce_layers_numpy(np.asarray(data.features), self._effective_head_config().layer_mode())
+        return reduce_layers_numpy(np.asarray(data.features), self.effective_head_config().layer_mode())
 
     def _fit(self, train: SplitData, val: SplitData) -> FitReport:
-        config = self._effective_head_config()
+        config = self.effective_head_config()
         params = {"seed": self.train_config.seed, **config.params}
         self.head = build_head(config.model_copy(update={"params": params}), train.num_layers,
                                train.feature_dim, self.num_classes)

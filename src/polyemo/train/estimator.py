@@ -116,8 +116,9 @@ class Estimator(ABC):
         layers = self.head_config.layers
         return layers if isinstance(layers, int) and not isinstance(layers, bool) else None
 
-    def _effective_head_config(self) -> HeadConfig:
-        # After _select_layer the head sees one layer; index 0 of it.
+    def effective_head_config(self) -> HeadConfig:
+        """The config the head is built with (for bundles): a chosen layer index becomes 0,
+        because the estimator hands the head only that layer."""
         if self._layer_index() is None:
             return self.head_config
         return self.head_config.model_copy(update={"layers": 0})

@@ -153,7 +153,7 @@ class Trainer(Estimator):
         return torch.device(self.train_config.device)
 
     def _build_model(self) -> HeadModel:
-        return build_head(self._effective_head_config(), self.num_layers, self.feature_dim, self.num_classes)
+        return build_head(self.effective_head_config(), self.num_layers, self.feature_dim, self.num_classes)
 
     def _emit(self, event: str, **info: Any) -> None:
         for callback in self.callbacks:
