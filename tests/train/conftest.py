@@ -34,8 +34,8 @@ def _make_frames(n: int, seed: int, classes: int = 3, layers: int = 2, dim: int 
 @pytest.fixture
 def quick_config():
     def make(**overrides) -> TrainConfig:
-        options = dict(epochs=8, lr=0.05, batch_size=16, warmup_ratio=0.0, patience=None, show_progress=False,
-                       num_threads=1)
+        options = {"epochs": 8, "lr": 0.05, "batch_size": 16, "warmup_ratio": 0.0, "patience": None,
+                   "show_progress": False, "num_threads": 1}
         options.update(overrides)
         return TrainConfig(**options)
     return make

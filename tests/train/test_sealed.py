@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 
 from polyemo.heads import HeadConfig
-from polyemo.train import FitReceipt, SealedSplit, SealedSplitError, SplitData, train_and_evaluate
+from polyemo.train import (
+    FitReceipt,
+    SealedSplit,
+    SealedSplitError,
+    SplitData,
+    train_and_evaluate,
+)
 
 
 class TripwireFrames(Sequence):

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from polyemo.heads import HeadConfig
-from polyemo.train import SplitData, Trainer, TrainConfig, load_estimator, train_and_evaluate
+from polyemo.train import (
+    TrainConfig,
+    Trainer,
+    load_estimator,
+    train_and_evaluate,
+)
 from polyemo.train.trainer import EpochSampler, linear_warmup_decay
 
 

@@ -16,7 +16,13 @@ from polyemo.registry import Registry
 
 HEADS: Registry = Registry("head", __name__)
 
-from polyemo.heads.base import Head, Output, Targets  # noqa: E402
-from polyemo.heads.model import HeadConfig, HeadModel, build_head, head_input_kind, is_classical  # noqa: E402
+from polyemo.heads.base import Head, Output, Targets
+from polyemo.heads.model import (
+    HeadConfig,
+    HeadModel,
+    build_head,
+    head_input_kind,
+    is_classical,
+)
 
 __all__ = ["HEADS", "Head", "HeadConfig", "HeadModel", "Output", "Targets", "build_head", "head_input_kind", "is_classical"]

@@ -120,7 +120,9 @@ def plot_layer_weights(
     title: str = "Learned layer weights",
 ):
     """Bar plot of layer weights; saved to ``path`` (png/pdf/svg) when given. Returns the Figure."""
-    from matplotlib.figure import Figure  # no pyplot: works without a display or global state
+    from matplotlib.figure import (
+        Figure,  # no pyplot: works without a display or global state
+    )
 
     weights = np.asarray(weights, dtype=float)
     if weights.ndim == 2:  # several folds: plot the mean with the spread

@@ -8,13 +8,36 @@ a classical estimator with the same ``fit``/``predict`` interface), normalisers 
 """
 
 from polyemo.train.config import TrainConfig
-from polyemo.train.data import FitReceipt, SealedSplit, SealedSplitError, SplitData, SplitError
-from polyemo.train.estimator import Estimator, FitReport, Prediction, build_estimator, load_estimator
+from polyemo.train.data import (
+    FitReceipt,
+    SealedSplit,
+    SealedSplitError,
+    SplitData,
+    SplitError,
+)
+from polyemo.train.estimator import (
+    Estimator,
+    FitReport,
+    Prediction,
+    build_estimator,
+    load_estimator,
+)
 from polyemo.train.evaluate import FoldResult, train_and_evaluate
 from polyemo.train.trainer import Trainer
 
 __all__ = [
-    "TrainConfig", "SplitData", "SplitError", "SealedSplit", "SealedSplitError", "FitReceipt",
-    "Estimator", "FitReport", "Prediction", "build_estimator", "load_estimator",
-    "FoldResult", "train_and_evaluate", "Trainer",
+    "Estimator",
+    "FitReceipt",
+    "FitReport",
+    "FoldResult",
+    "Prediction",
+    "SealedSplit",
+    "SealedSplitError",
+    "SplitData",
+    "SplitError",
+    "TrainConfig",
+    "Trainer",
+    "build_estimator",
+    "load_estimator",
+    "train_and_evaluate",
 ]

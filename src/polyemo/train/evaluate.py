@@ -59,7 +59,7 @@ class FoldResult:
             "test_metrics": self.test_metrics,
             "history": self.history,
             "layer_weights": None if self.layer_weights is None else self.layer_weights.tolist(),
-            "n_test": int(len(self.predictions)),
+            "n_test": len(self.predictions),
         }
 
 

@@ -95,9 +95,8 @@ class Normaliser:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         arrays = {"kind": np.array(self.kind), **self.state()}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> Normaliser:
