@@ -26,9 +26,9 @@ CELL_FILES = ("config.yaml", "config.json", "manifest.csv", "split/split.json", 
 # recipe -> (cheap encoder, utterances per corpus): enough for EmoBox's speaker-fold rule
 # (every class spoken by two speakers) and for a 25 % test share of every class.
 SHRUNK = {
-    "emobox": ("egemaps", 32),
-    "zero-shot": ("egemaps", 24),
-    "cross-corpus": ("egemaps", 24),
+    "emobox": ("egemaps", 24),
+    "zero-shot": ("egemaps", 16),
+    "cross-corpus": ("egemaps", 16),
     "ser-evals": ("egemaps-lld", 16),
     "abhinaya-speech": ("egemaps-lld", 12),
 }
