@@ -197,7 +197,8 @@ def weights_hash(folder: Path) -> str:
             cache[key] = _file_sha256(file)
             changed = True
         digest.update(f"{file.name}:{cache[key]}\n".encode())
-    if changed:
+    if changed:  # also forget files that are gone (e.g. temporary test models)
+        cache = {k: v for k, v in cache.items() if Path(k.split("|", 1)[0]).exists()}
         write_json(cache_file, cache)
     return digest.hexdigest()[:16]
 

@@ -6,12 +6,13 @@ exactly for models whose convolutional front end uses layer norm (``feat_extract
 "layer"``, e.g. wav2vec2-large-lv60, data2vec-audio); group-norm models (wav2vec2-base,
 HuBERT-base, WavLM-base) were trained on raw waveforms.
 
-Padding never reaches an utterance's features. Layer-norm models get padded batches with an
-attention mask (HF zeroes padded frames before the positional convolution and masks them
-as attention keys), and only valid frames (``_get_feat_extract_output_lengths``) are kept.
-Group-norm models normalise the first convolution over the whole time axis, padding
-included, and must not be given an attention mask, so they only batch utterances of equal
-length; others run on their own.
+Padding never reaches an utterance's features, and only valid frames
+(``_get_feat_extract_output_lengths``) are kept. Layer-norm wav2vec2, HuBERT and WavLM get
+padded batches with an attention mask (transformers zeroes padded frames before the single
+positional convolution and masks them as attention keys). Group-norm models normalise the
+first convolution over the whole time axis, padding included, and data2vec-audio's stack of
+positional convolutions carries padding into valid frames, so these only batch utterances
+of equal length; others run on their own (tests/encoders check batched == single).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 from polyemo.encoders import ENCODERS
 from polyemo.encoders.hf import HUB_ALIASES, TransformersEncoder
 
+# positional convolution stacks that spread padded frames into valid ones
+UNMASKABLE_MODEL_TYPES = ("data2vec-audio",)
 SSL_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech", "unispeech-sat")
 
 
@@ -44,6 +47,8 @@ class SSLEncoder(TransformersEncoder):
         self.model_type = config.model_type
         self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
         self.group_norm = getattr(config, "feat_extract_norm", "layer") == "group"
+        # may utterances of different lengths share a padded batch?
+        self.pad_batches = not self.group_norm and config.model_type not in UNMASKABLE_MODEL_TYPES
         if (folder / "preprocessor_config.json").is_file():
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
         else:
@@ -71,7 +76,7 @@ class SSLEncoder(TransformersEncoder):
         return np.asarray(values[0], dtype=np.float32)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
-        if not self.group_norm:
+        if self.pad_batches:
             return [list(range(len(lengths)))]
         groups: dict[int, list[int]] = defaultdict(list)
         for index, length in enumerate(lengths):

@@ -48,7 +48,7 @@ from polyemo.encoders.hf import FRAME_HOP, PACKAGED, TransformersEncoder
 from polyemo.paths import user_cache_dir
 
 # Bump when the conversion changes, so cached folders are rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 # Trimmed runs append this much digital silence (see the module docstring).
 DEFAULT_TAIL_SECONDS = 0.5
 # Frames with a norm above this multiple of the layer's median frame norm are attention
