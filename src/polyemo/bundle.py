@@ -131,6 +131,7 @@ class ModelCard(BaseModel):
     license: str = ""
     limitations: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)
+    sections: dict[str, str] = Field(default_factory=dict, description="further sections: title -> markdown")
 
     def markdown(self, config: "BundleConfig", labels: LabelSet, dimensions: list[str]) -> str:
         features = config.features
@@ -157,6 +158,8 @@ class ModelCard(BaseModel):
             lines += ["## Scores", "", "| metric | value |", "|---|---|"]
             lines += [f"| {name} | {value:.4f} |" for name, value in self.scores.items()]
             lines += [""]
+        for title, text in self.sections.items():
+            lines += [f"## {title}", "", text.strip(), ""]
         if self.limitations:
             lines += ["## Limitations", "", self.limitations, ""]
         if self.extra:

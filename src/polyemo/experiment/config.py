@@ -263,6 +263,9 @@ class ExperimentConfig(_Strict):
     seed: int = 0
     limit: LimitSpec = Field(default_factory=LimitSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    #: also train a deployable model on every row of the run (``<run>/final/``, for ``polyemo export``):
+    #: true, or the model card's text {name, description, license, limitations}; see polyemo.experiment.final
+    final_model: bool | dict[str, Any] = False
 
     @field_validator("corpora", mode="before")
     @classmethod
@@ -312,6 +315,13 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"head {head.name!r} takes {kind} features but 'features' is {features!r}")
         return head
 
+    @field_validator("final_model")
+    @classmethod
+    def _final_model(cls, value: bool | dict[str, Any]) -> bool | dict[str, Any]:
+        from polyemo.experiment.final import FinalModelSpec
+
+        return FinalModelSpec.check(value)
+
     @field_validator("corpora")
     @classmethod
     def _distinct(cls, corpora: list[CorpusSpec]) -> list[CorpusSpec]:
@@ -342,6 +352,7 @@ class ExperimentConfig(_Strict):
         """Hash of everything that changes the results (progress and cache locations excluded)."""
         data = self.resolved()
         data.pop("name", None)
+        data.pop("final_model", None)  # an extra output: the folds' results do not depend on it
         data["encoder"].pop("cache_dir", None)
         data["encoder"].pop("workers", None)
         data["encoder"].pop("batch_seconds", None)

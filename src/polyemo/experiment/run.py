@@ -558,6 +558,7 @@ def run_experiment(
     the previous outputs of the folder.
     """
     from polyemo.cache import features
+    from polyemo.experiment.final import train_final_model
 
     started = time.perf_counter()
     config = load_experiment(config, overrides)
@@ -567,6 +568,7 @@ def run_experiment(
     if done.exists():
         previous = RunResult.load(done)
         if previous.fingerprint == config.fingerprint():
+            train_final_model(config, out, progress=progress)  # only with final_model; reused when current
             return previous
     write_config(out, config)
 
@@ -616,5 +618,7 @@ def run_experiment(
             bar.update(task, advance=1)
     seconds["folds"] = round(time.perf_counter() - t_folds, 3)
     seconds["total"] = round(time.perf_counter() - started, 3)
-    return aggregate_run(config, out, split, manifest, classes, predictions, fold_info, seconds,
-                         feature_failures=int((~ok).sum()))
+    result = aggregate_run(config, out, split, manifest, classes, predictions, fold_info, seconds,
+                           feature_failures=int((~ok).sum()))
+    train_final_model(config, out, progress=progress)  # only with final_model (the deployable model)
+    return result

@@ -1,0 +1,318 @@
+"""From a finished run to a model bundle: ``polyemo export <run> <bundle>``.
+
+:func:`export_run` takes a run folder (:func:`~polyemo.experiment.run.run_experiment`) or a
+benchmark folder (:func:`~polyemo.experiment.bench.run_bench`, its runs in ``cells/``). The
+model is the run's final model (``<run>/final/``, trained on all of the run's rows with
+``final_model`` set, see :mod:`polyemo.experiment.final`); exactly one run of a benchmark
+folder must have one. Every finished run in the folder contributes its cross-validated
+scores to the model card and ``metrics.json``: per corpus for EmoBox folds, per held-out
+language for leave-one-language-out, per test corpus otherwise.
+
+Bundles hold safetensors weights only, so a scikit-learn logistic regression (a
+StandardScaler and a multinomial LogisticRegression) is turned into the equivalent torch
+``linear`` head by :func:`logreg_as_linear`: the scaler is folded into the weights,
+``W' = W / s`` and ``b' = b - W' m``, so ``softmax(W' x + b')`` is the regression's
+``predict_proba`` (to float32 rounding). Other classical heads (SVMs with Platt scaling)
+have no such form and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from polyemo.experiment.final import FinalModelInfo, final_dir, load_final_model, read_final_info
+
+if TYPE_CHECKING:
+    from polyemo.experiment.run import RunResult
+    from polyemo.train import Estimator, Trainer
+
+RESULT_FILE = "result.json"
+
+
+class ExportError(ValueError):
+    """A run folder that cannot be exported (the message names the folder and what is missing)."""
+
+
+# --- the head ---------------------------------------------------------------------------------
+
+def logreg_as_linear(estimator: Estimator) -> Trainer:
+    """A fitted torch :class:`~polyemo.train.Trainer` with a ``linear`` head that computes the
+    same probabilities as a fitted logistic-regression :class:`~polyemo.train.classical.ClassicalEstimator`.
+
+    The estimator's normaliser, layer choice and layer reduction are kept; the regression's
+    own StandardScaler is folded into the linear layer. A binary regression (sigmoid of one
+    score ``z``) becomes the two logits ``(-z/2, z/2)``.
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from polyemo.heads.model import HeadConfig
+    from polyemo.train import Trainer
+
+    head = getattr(estimator, "head", None)
+    pipeline = getattr(head, "pipeline", None)
+    if not getattr(estimator, "fitted", False) or pipeline is None:
+        raise ValueError(f"{type(estimator).__name__} is not a fitted classical estimator")
+    scaler, classifier = pipeline.named_steps["scale"], pipeline.named_steps["classify"]
+    if not isinstance(classifier, LogisticRegression):
+        raise TypeError(f"head {estimator.head_config.name!r} ({type(classifier).__name__}) has no linear-softmax "
+                        "form and cannot be bundled; use logreg or a torch head")
+    if classifier.solver == "liblinear":
+        raise TypeError("a liblinear logistic regression is one-vs-rest, not a softmax over classes")
+    present = [int(c) for c in classifier.classes_]
+    if present != list(range(estimator.num_classes)):
+        missing = [estimator.class_names[i] for i in range(estimator.num_classes) if i not in present]
+        raise ValueError(f"classes {missing} never occurred in training; the model cannot predict them")
+
+    coef = np.asarray(classifier.coef_, dtype=np.float64)
+    intercept = np.asarray(classifier.intercept_, dtype=np.float64)
+    if coef.shape[0] == 1:  # binary: P(class 1) = sigmoid(z) = softmax(-z/2, z/2)[1]
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    mean = scaler.mean_ if scaler.with_mean else np.zeros(coef.shape[1])
+    scale = scaler.scale_ if scaler.with_std else np.ones(coef.shape[1])
+    weight = coef / scale
+    bias = intercept - weight @ mean
+
+    config = HeadConfig(name="linear", params={}, layers=estimator.head_config.layer_mode())
+    train_config = estimator.train_config.model_copy(update={"log_path": None, "checkpoint_path": None,
+                                                             "show_progress": False})
+    trainer = Trainer(config, train_config, estimator.num_classes, estimator.class_names)
+    trainer.normaliser = estimator.normaliser
+    trainer.num_layers, trainer.feature_dim = estimator.num_layers, estimator.feature_dim
+    model = trainer._build_model()
+    linear = model.head.linear
+    if tuple(linear.weight.shape) != weight.shape:
+        raise ValueError(f"the linear head takes {tuple(linear.weight.shape)} weights; the regression has {weight.shape}")
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight))
+        linear.bias.copy_(torch.from_numpy(bias))
+    trainer.model = model.eval()
+    trainer.fitted = True
+    return trainer
+
+
+def bundleable(estimator: Estimator) -> Trainer:
+    """The estimator as a torch Trainer (classical logistic regression converted)."""
+    if getattr(estimator, "kind", "") == "classical":
+        return logreg_as_linear(estimator)
+    return estimator
+
+
+# --- scores of the runs ---------------------------------------------------------------------------
+
+def _runs(folder: Path) -> list[Path]:
+    """Run folders in ``folder``: itself, or the cells of a benchmark."""
+    if (folder / RESULT_FILE).is_file() or (folder / "final").is_dir():
+        return [folder]
+    cells = folder / "cells"
+    if cells.is_dir():
+        return sorted(p for p in cells.iterdir() if p.is_dir())
+    return []
+
+
+def _corpus_languages(run: Path) -> dict[str, str]:
+    import pandas as pd
+
+    path = run / "manifest.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, usecols=["corpus", "language"], dtype=str)
+    return dict(frame.drop_duplicates("corpus").itertuples(index=False, name=None))
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _fold_rows(result: RunResult) -> list[dict[str, Any]]:
+    return [{"fold": f.name, "n_test": f.n_test, "ua": _finite(f.ua), "wa": _finite(f.wa),
+             "macro_f1": _finite(f.macro_f1), "classes": f.classes,
+             "info": {k: v for k, v in f.info.items() if k in ("corpus", "target", "regime", "test_corpus", "train_corpora")}}
+            for f in result.folds]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def run_scores(run: Path, result: RunResult) -> dict[str, Any]:
+    """JSON-ready scores of one finished run, with per-corpus (EmoBox) or per-language
+    (leave one language out) tables where the protocol has them."""
+    languages = _corpus_languages(run)
+    corpora = sorted(languages) or sorted(result.by_corpus)
+    scores: dict[str, Any] = {
+        "name": result.name, "protocol": result.protocol, "classes": result.classes,
+        "n_utterances": result.n_utterances, "n_folds": result.n_folds, "corpora": corpora,
+        "mean_of_folds": result.mean_of_folds, "pooled": result.pooled, "pooled_ci": result.pooled_ci,
+        "by_corpus": result.by_corpus, "folds": _fold_rows(result),
+    }
+    if result.protocol == "emobox":
+        per_corpus: dict[str, dict[str, Any]] = {}
+        for fold in result.folds:
+            corpus = fold.info.get("corpus") or (corpora[0] if len(corpora) == 1 else None)
+            if corpus is None:
+                continue
+            per_corpus.setdefault(corpus, {"folds": []})["folds"].append(fold)
+        for corpus, entry in per_corpus.items():
+            folds = entry.pop("folds")
+            entry.update(language=languages.get(corpus, "?"), n_folds=len(folds), n_test=sum(f.n_test for f in folds),
+                         regime=folds[0].info.get("regime"),
+                         **{m: _mean([_finite(getattr(f, m)) for f in folds]) for m in ("ua", "wa", "macro_f1")})
+        scores["per_corpus"] = dict(sorted(per_corpus.items()))
+    elif result.protocol == "leave_one_language_out":
+        per_language: dict[str, dict[str, Any]] = {}
+        for fold in result.folds:
+            language = str(fold.info.get("target", fold.name))
+            per_language[language] = {
+                "corpora": sorted(c for c, lang in languages.items() if lang == language),
+                "n_test": fold.n_test, "classes": fold.classes,
+                "ua": _finite(fold.ua), "wa": _finite(fold.wa), "macro_f1": _finite(fold.macro_f1),
+            }
+        scores["per_language"] = dict(sorted(per_language.items()))
+    return scores
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- the card --------------------------------------------------------------------------------------
+
+def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, str]]:
+    """Headline scores and markdown sections of the model card from the runs' scores."""
+    headline: dict[str, float] = {}
+    sections: dict[str, str] = {}
+    for run_id, scores in runs.items():
+        if "per_corpus" in scores:
+            table = scores["per_corpus"]
+            rows = [[c, e["language"], e["n_folds"], e.get("regime") or "", e["n_test"], _pct(e["ua"]), _pct(e["wa"]),
+                     _pct(e["macro_f1"])] for c, e in table.items()]
+            mean_ua = _mean([e["ua"] for e in table.values()])
+            mean_f1 = _mean([e["macro_f1"] for e in table.values()])
+            rows.append(["**mean**", "", "", "", sum(e["n_test"] for e in table.values()), _pct(mean_ua), "", _pct(mean_f1)])
+            sections[f"Cross-validated scores per corpus (EmoBox folds, run `{run_id}`)"] = (
+                "Each corpus on its own, with the same recipe: EmoBox's speaker-count fold rule (speaker-independent "
+                "folds; validation carved from the training speakers of each fold), mean over its folds, in %. "
+                "Each fold's model saw only that corpus' training speakers.\n\n"
+                + _table(["corpus", "language", "folds", "regime", "test rows", "UA", "WA", "macro-F1"], rows))
+            if mean_ua is not None:
+                headline["EmoBox UA, mean over corpora"] = mean_ua
+            if mean_f1 is not None:
+                headline["EmoBox macro-F1, mean over corpora"] = mean_f1
+        elif "per_language" in scores:
+            table = scores["per_language"]
+            rows = [[lang, ", ".join(e["corpora"]), e["n_test"], len(e["classes"]), _pct(e["ua"]), _pct(e["wa"]),
+                     _pct(e["macro_f1"])] for lang, e in table.items()]
+            mean = scores["mean_of_folds"]
+            rows.append(["**mean**", "", sum(e["n_test"] for e in table.values()), "", _pct(mean.get("ua")),
+                         _pct(mean.get("wa")), _pct(mean.get("macro_f1"))])
+            sections[f"Leave one language out (run `{run_id}`)"] = (
+                "Trained on every other language (validation from their speakers), tested on the held-out language, "
+                "which played no part in any choice; in %. This is the score to expect on a language the model never "
+                "heard. Classes counts the classes the model was trained on in that fold.\n\n"
+                + _table(["held-out language", "corpora", "test rows", "classes", "UA", "WA", "macro-F1"], rows))
+            for metric, label in (("macro_f1", "macro-F1"), ("ua", "UA")):
+                if mean.get(metric) is not None and math.isfinite(mean[metric]):
+                    headline[f"leave-one-language-out {label}, mean over languages"] = float(mean[metric])
+        else:
+            mean = scores["mean_of_folds"]
+            sections[f"Scores of run `{run_id}` ({scores['protocol']})"] = _table(
+                ["metric", "mean over folds", "pooled"],
+                [[m, _pct(mean.get(m)), _pct(scores["pooled"].get(m))] for m in ("ua", "wa", "macro_f1")])
+    return headline, sections
+
+
+def training_section(info: FinalModelInfo) -> str:
+    layers = ", ".join(str(x) for x in info.encoder_layers)
+    chosen = f" (chosen on validation among {', '.join(info.layer_scores)})" if info.layer_scores else ""
+    return (
+        f"The bundled model was trained once more on every row of the run: {info.n_train} utterances for training "
+        f"and {info.n_validation} of {len(info.validation_speakers)} held-out speakers for validation "
+        f"(model selection only), from {', '.join(info.corpora)} ({', '.join(info.languages)}). "
+        f"Encoder layers read: {layers}{chosen}. Validation scores: UA {_pct(info.validation.get('ua'))}%, "
+        f"macro-F1 {_pct(info.validation.get('macro_f1'))}%."
+    )
+
+
+# --- export ------------------------------------------------------------------------------------------
+
+def find_final_run(folder: str | os.PathLike[str]) -> Path:
+    """The run folder (the folder itself or one benchmark cell) that holds the final model."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: no such run folder")
+    runs = _runs(folder)
+    with_final = [run for run in runs if read_final_info(run) is not None]
+    if not with_final:
+        raise ExportError(f"{folder}: no final model in {'it' if runs == [folder] else 'any of its runs'} "
+                          "(set 'final_model: true' in the experiment file and run it again)")
+    if len(with_final) > 1:
+        raise ExportError(f"{folder}: {len(with_final)} runs have a final model "
+                          f"({', '.join(p.name for p in with_final)}); export one of them")
+    return with_final[0]
+
+
+def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, overwrite: bool = False,
+               name: str | None = None) -> Path:
+    """Write the bundle of a finished run (or benchmark) folder; returns the bundle path.
+
+    The head, normaliser, encoder identity and layers come from the final model; the card
+    and ``metrics.json`` from the final model's record, its ``final_model`` text (name,
+    description, license, limitations) and the scores of every finished run in the folder.
+    """
+    from polyemo.bundle import ModelCard, export_estimator
+    from polyemo.experiment.run import RunResult
+    from polyemo.labels import LabelSet
+
+    folder = Path(run)
+    final_run = find_final_run(folder)
+    estimator, info = load_final_model(final_run)
+    if info.target != "label" or info.label_set is None:
+        raise ExportError(f"{final_dir(final_run)}: the model predicts {info.target!r}; bundles hold emotion classes")
+    unfinished = [p.name for p in _runs(folder) if not (p / RESULT_FILE).is_file()]
+    if unfinished:
+        raise ExportError(f"{folder}: runs {unfinished} have not finished (no {RESULT_FILE}); run them to the end first")
+
+    runs: dict[str, dict[str, Any]] = {}
+    for path in _runs(folder):
+        if (path / RESULT_FILE).is_file():
+            runs[path.name] = run_scores(path, RunResult.load(path))
+    headline, sections = card_sections(runs)
+    sections["Training"] = training_section(info)
+    spec = info.card
+    card = ModelCard(
+        name=name or spec.name or info.experiment,
+        description=spec.description,
+        corpora=info.corpora,
+        languages=info.languages,
+        protocol=", ".join(f"{scores['protocol']} ({run_id})" for run_id, scores in runs.items()),
+        scores=headline,
+        license=spec.license,
+        limitations=spec.limitations,
+        sections=sections,
+        extra={"experiment": info.experiment, "fingerprint": info.fingerprint, "n_train": info.n_train,
+               "n_validation": info.n_validation, "best_epoch": info.best_epoch},
+    )
+    metrics = {
+        "final_model": {k: v for k, v in info.model_dump(mode="json").items() if k not in ("card", "validation_speakers")},
+        "runs": runs,
+    }
+    json.dumps(metrics)  # fails here, not half-way through writing, if something is not JSON
+    return export_estimator(
+        bundle, bundleable(estimator), encoder=info.encoder, identity=info.identity,
+        labels=LabelSet(**info.label_set), card=card, encoder_layers=info.encoder_layers,
+        metrics=metrics, overwrite=overwrite,
+    )
