@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from polyemo.experiment.final import FinalModelInfo, final_dir, load_final_model, read_final_info
+from polyemo.experiment.final import (
+    FinalModelInfo,
+    final_dir,
+    load_final_model,
+    read_final_info,
+)
 
 if TYPE_CHECKING:
     from polyemo.experiment.run import RunResult

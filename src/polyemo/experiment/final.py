@@ -159,7 +159,12 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
 
     from polyemo.cache import features
     from polyemo.experiment.data import TARGET_COLUMN, classes_of, experiment_manifest
-    from polyemo.experiment.run import ExperimentError, FoldInputs, fold_class_masks, select_layer_on_validation
+    from polyemo.experiment.run import (
+        ExperimentError,
+        FoldInputs,
+        fold_class_masks,
+        select_layer_on_validation,
+    )
     from polyemo.splits.core import carve_validation, labelled_rows, rng_for
     from polyemo.splits.model import manifest_sha256
     from polyemo.train import build_estimator
