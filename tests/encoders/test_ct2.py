@@ -41,10 +41,15 @@ def test_tiny_en_converts_once_strictly_and_transcribes_speech(tmp_path, monkeyp
         return convert_ct2_whisper(*args)
 
     monkeypatch.setattr("polyemo.encoders.whisper.convert_ct2_whisper", counting)
+    stale, foreign = tmp_path / "weights" / "whisper-tiny.en-0ld", tmp_path / "weights" / "whisper-tiny.en-other"
+    stale.mkdir(parents=True)
+    (stale / "polyemo_conversion.json").write_text('{"converter_version": 0}')
+    foreign.mkdir()
     folder = packaged_whisper_dir("whisper-tiny.en")  # converts (strict load inside) ...
     assert packaged_whisper_dir("whisper-tiny.en") == folder and len(calls) == 1  # ... once
     assert folder.parent == tmp_path / "weights" and folder.name.startswith("whisper-tiny.en-")
     assert not list(folder.parent.glob(".whisper-tiny.en*"))  # no temporary folder left
+    assert not stale.exists() and foreign.exists()  # older conversions are removed, nothing else
     config = json.loads((folder / "config.json").read_text())
     assert (config["d_model"], config["encoder_layers"], config["encoder_attention_heads"]) == (384, 4, 6)
     assert (config["vocab_size"], config["num_mel_bins"], config["max_source_positions"]) == (51864, 80, 1500)

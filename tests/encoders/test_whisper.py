@@ -37,7 +37,7 @@ def test_tiny_en_trimmed_run_agrees_with_the_padded_30s_run(clips):
     a, b = trimmed.pooled(clips), padded.pooled(clips)
     assert a.shape == (len(clips), 5, 768)
     per_layer = cosine(a, b).min(axis=0)
-    assert per_layer.min() >= 0.95, per_layer  # measured >= 0.968 on 48 clips of six corpora
+    assert per_layer.min() >= 0.95, per_layer  # measured >= 0.966 on 66 clips of six corpora
     options = trimmed.identity.options
     assert options["trim"] and options["tail_seconds"] == 0.5 and options["sink_ratio"] == 4.0
     assert trimmed.identity.key() != padded.identity.key()

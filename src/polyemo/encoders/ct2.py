@@ -215,7 +215,9 @@ def whisper_config(model: CT2Model, ct2_config: dict[str, Any], tokenizer: dict[
         eos_token_id=eot,
         decoder_start_token_id=sot,
         tie_word_embeddings=model.aliases.get("decoder/projection/weight") == "decoder/embeddings/weight",
-        dtype="float16" if model.variables["decoder/embeddings/weight"].dtype == torch.float16 else "float32",
+        # weights may be stored in float16, but load in float32 by default ("auto"): CPU
+        # inference in float16 is slow or unsupported
+        dtype="float32",
     )
 
 

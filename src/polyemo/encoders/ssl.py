@@ -98,10 +98,9 @@ class SSLEncoder(TransformersEncoder):
                 mask[row, : lengths[i]] = 1
             ragged = bool((mask == 0).any())
             output = self.model(values, attention_mask=mask if ragged else None, output_hidden_states=True)
-            states = torch.stack(output.hidden_states)  # (layers, batch, frames, dim)
             frames = self.model._get_feat_extract_output_lengths(torch.tensor([lengths[i] for i in batch]))
-            for row, i in enumerate(batch):
-                results[i] = states[:, row, : int(frames[row])]
+            for row, i in enumerate(batch):  # copy only valid frames: (layers, frames, dim)
+                results[i] = torch.stack([layer[row, : int(frames[row])] for layer in output.hidden_states]).float()
         return results  # type: ignore[return-value]
 
 
