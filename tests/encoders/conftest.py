@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-TINY_CONV = dict(conv_dim=(32,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2))
+TINY_CONV = {"conv_dim": (32,) * 7, "conv_stride": (5, 2, 2, 2, 2, 2, 2), "conv_kernel": (10, 3, 3, 3, 3, 2, 2)}
 TINY_SSL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **TINY_CONV)
 
 
 def _tiny_configs() -> dict:
-    from transformers import (Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig, WhisperConfig)
+    from transformers import (
+        Data2VecAudioConfig,
+        HubertConfig,
+        Wav2Vec2Config,
+        WavLMConfig,
+        WhisperConfig,
+    )
 
     return {
         # group-norm front ends (base-size convention): no attention mask, no input normalisation

@@ -11,14 +11,22 @@ import soundfile as sf
 import torch
 
 from polyemo.encoders import ct2
-from polyemo.encoders.whisper import PACKAGED_WHISPER, convert_ct2_whisper, packaged_whisper_dir
+from polyemo.encoders.whisper import (
+    PACKAGED_WHISPER,
+    convert_ct2_whisper,
+    packaged_whisper_dir,
+)
 
 HELLO_WAV = Path(__file__).resolve().parents[1] / "data" / "hello_world_espeak.wav"  # "Hello world, this is a test."
 pytestmark = pytest.mark.slow
 
 
 def _transcribe(folder, language=None) -> str:
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     model = WhisperForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
     features = WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True)

@@ -22,8 +22,15 @@ from polyemo.registry import Registry
 
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder", __name__)
 
-__all__ = ["ENCODERS", "Encoder", "EncoderIdentity", "FrameFeatures", "pool_mean_std", "get_encoder",
-           "transformers_encoder"]
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "EncoderIdentity",
+    "FrameFeatures",
+    "get_encoder",
+    "pool_mean_std",
+    "transformers_encoder",
+]
 
 
 def transformers_encoder(name: str, **options) -> Encoder:

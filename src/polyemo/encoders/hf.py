@@ -110,10 +110,11 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
 
 def _from_hf_cache(hub_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         folder = Path(snapshot_download(hub_id, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError) or an invalid repo id
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):  # not cached, or not a repo id
         return None
     return folder if _check_model_folder(folder) is None else None
 
@@ -279,7 +280,7 @@ class TransformersEncoder(Encoder):
     def hidden_states(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
         """(num_layers, frames, dim) float32 tensors, one per waveform; windows concatenated."""
         waves = self._check_waves(waves)
-        max_samples = int(round(self.window_seconds * SAMPLE_RATE))
+        max_samples = round(self.window_seconds * SAMPLE_RATE)
         segments: list[np.ndarray] = []
         owners: list[int] = []
         for index, wave in enumerate(waves):

@@ -36,7 +36,12 @@ class SSLEncoder(TransformersEncoder):
     """A wav2vec 2.0-family encoder: all hidden states, mean+std pooled over valid frames."""
 
     def __init__(self, name: str, *, precision: str = "fp32", window_seconds: float = 30.0) -> None:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+        from transformers import (
+            AutoConfig,
+            AutoFeatureExtractor,
+            AutoModel,
+            Wav2Vec2FeatureExtractor,
+        )
 
         super().__init__(name, precision=precision, window_seconds=window_seconds)
         folder = self.resolved.path

@@ -257,7 +257,7 @@ class WhisperSpeechEncoder(TransformersEncoder):
         self.trim = bool(trim)
         if tail_seconds < 0:
             raise ValueError(f"tail_seconds must be >= 0, got {tail_seconds}")
-        self.tail_samples = int(round(tail_seconds * self.sample_rate / FRAME_HOP)) * FRAME_HOP
+        self.tail_samples = round(tail_seconds * self.sample_rate / FRAME_HOP) * FRAME_HOP
         if sink_ratio is not None and sink_ratio <= 2:
             raise ValueError(f"sink_ratio must be > 2 or None, got {sink_ratio}")
         self.sink_ratio = sink_ratio
