@@ -81,8 +81,9 @@ def add_target(config: ExperimentConfig, manifest: pd.DataFrame) -> pd.DataFrame
 
 def balanced_pick(rows: pd.DataFrame, count: int, seed: int, salt: str = "") -> pd.DataFrame:
     """``count`` rows spread evenly over classes and then over speakers (seeded greedy):
-    each step takes the class picked least so far, and in it a row of the speaker picked
-    least so far, so a small subset has every class and as many speakers as it can.
+    each step takes the class picked least so far, and in it a row of a speaker who has
+    no row of that class yet and the fewest rows so far, so a small subset has every class,
+    each class from as many speakers as possible, and as many speakers as it can.
     ``salt`` (e.g. the speaker) varies the draw between groups of the same seed."""
     if count >= len(rows):
         return rows
@@ -94,15 +95,20 @@ def balanced_pick(rows: pd.DataFrame, count: int, seed: int, salt: str = "") -> 
     class_used = {c: 0 for c in remaining}
     priority = dict(zip(remaining, rng.permutation(len(remaining))))  # ties between classes
     speaker_used = np.zeros(speakers.max() + 1, dtype=np.int64)
+    pair_used = {c: np.zeros_like(speaker_used) for c in remaining}  # rows per (class, speaker)
     chosen: list[int] = []
     while len(chosen) < count:
         cls = min((c for c in remaining if remaining[c]), key=lambda c: (class_used[c], priority[c]))
         candidates = remaining[cls]
-        best = int(np.argmin(speaker_used[speakers[candidates]]))  # first (shuffled) among the least used
+        who = speakers[candidates]
+        # A speaker new to this class first, then the speaker with the fewest rows so far;
+        # among equals the first in the shuffled order.
+        best = int(np.argmin(pair_used[cls][who] * (len(speakers) + 1) + speaker_used[who]))
         position = candidates.pop(best)
         chosen.append(int(order[position]))
         class_used[cls] += 1
         speaker_used[speakers[position]] += 1
+        pair_used[cls][speakers[position]] += 1
     return rows.iloc[sorted(chosen)]
 
 
