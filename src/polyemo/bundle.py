@@ -351,6 +351,7 @@ def export_bundle(
         }
         dump(MANIFEST, manifest)
         for path in staging.iterdir():
+            path.chmod(0o644)  # readable by all, like any installed data (safetensors writes 0600)
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         staging.chmod(0o755)

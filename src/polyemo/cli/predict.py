@@ -12,12 +12,25 @@ import typer
 from polyemo.cli.app import app
 
 
+def readable(record: dict, top: int = 3) -> str:
+    """One line for a person: path, label and the most probable classes (or the error)."""
+    if record.get("error"):
+        return f"{record['path']}: error: {record['error']}"
+    ranked = sorted(record["probabilities"].items(), key=lambda item: -item[1])[:top]
+    segments = record.get("segments")
+    extra = f", {len(segments)} segments" if isinstance(segments, list) and segments else ""
+    return (f"{record['path']}: {record['label']} ("
+            + ", ".join(f"{name} {100 * p:.0f}%" for name, p in ranked) + f"{extra})")
+
+
 @app.command()
 def predict(
     source: Path = typer.Argument(..., help="an audio file, a folder (searched recursively), or a list "
                                   "(.csv/.tsv with 'path' and optional 'speaker' columns, or .txt)"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="model bundle folder (default: the packaged model)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write .jsonl or .csv (default: JSON lines on stdout)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write .jsonl or .csv (default: print to stdout)"),
+    output_format: str = typer.Option("auto", "--format", help="stdout without -o: text (label and top "
+                                      "probabilities), jsonl, or auto (text on a terminal, else jsonl)"),
     speaker_norm: Optional[str] = typer.Option(
         None, "--speaker-norm", help="normalisation groups for speaker-normalised models: per-recording, "
         "per-folder, or column (the list's speaker column; the default when it has one)"),
@@ -43,6 +56,8 @@ def predict(
     from polyemo.predict import load_model, plot_timeline, predict_files
 
     err = Console(stderr=True, soft_wrap=True)
+    if output_format not in ("auto", "text", "jsonl"):
+        raise typer.BadParameter("use auto, text or jsonl", param_hint="--format")
     if speaker_norm is not None and speaker_norm not in ("per-recording", "per-folder", "column"):
         raise typer.BadParameter("use per-recording, per-folder or column", param_hint="--speaker-norm")
     try:
@@ -51,8 +66,10 @@ def predict(
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
+    as_text = output_format == "text" or (output_format == "auto" and sys.stdout.isatty())
+
     def echo(record: dict) -> None:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.write((readable(record) if as_text else json.dumps(record, ensure_ascii=False)) + "\n")
         sys.stdout.flush()
 
     try:

@@ -245,7 +245,7 @@ def training_section(info: FinalModelInfo) -> str:
     chosen = f" (chosen on validation among {', '.join(info.layer_scores)})" if info.layer_scores else ""
     return (
         f"The bundled model was trained once more on every row of the run: {info.n_train} utterances for training "
-        f"and {info.n_validation} of {len(info.validation_speakers)} held-out speakers for validation "
+        f"and {info.n_validation} utterances of {len(info.validation_speakers)} held-out speakers for validation "
         f"(model selection only), from {', '.join(info.corpora)} ({', '.join(info.languages)}). "
         f"Encoder layers read: {layers}{chosen}. Validation scores: UA {_pct(info.validation.get('ua'))}%, "
         f"macro-F1 {_pct(info.validation.get('macro_f1'))}%."
