@@ -31,6 +31,7 @@ SHRUNK = {
     "cross-corpus": ("egemaps", 12),
     "ser-evals": ("egemaps-lld", 12),
     "abhinaya-speech": ("egemaps-lld", 8),
+    "default-model": ("egemaps", 16),
 }
 
 
@@ -81,6 +82,8 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
         for result in cells.values():
             assert [f["name"] for f in result["folds"]] == ["holdout_de", "holdout_en", "holdout_it", "holdout_ur"]
             assert result["primary_metric"] == "macro_f1"
+    if name == "default-model":  # its LOLO experiment also trains the model to ship (polyemo export)
+        assert (out / "cells" / "lolo" / "final" / "final.json").is_file()
     if name == "zero-shot":
         assert sorted(board["normalisation"]) == ["normalisation=global", "normalisation=speaker"]
     if name == "abhinaya-speech":
