@@ -541,6 +541,27 @@ def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.D
 
 # --- the entry point ----------------------------------------------------------------------------
 
+# The encoder of the latest run in this process: the cache needs an encoder (for its identity)
+# even when every feature is cached, and loading a neural encoder takes seconds, so the
+# cells of a grid share one instance.
+_ENCODER: dict[str, Any] = {}
+
+
+def shared_encoder(config: ExperimentConfig):
+    """The experiment's encoder, reused from the previous run in this process when identical."""
+    from polyemo.encoders import get_encoder
+
+    options = config.encoder.encoder_options()
+    key = json.dumps([config.encoder.name, options], sort_keys=True, default=str)
+    if key not in _ENCODER:
+        _ENCODER.clear()  # one encoder in memory at a time
+        try:
+            _ENCODER[key] = get_encoder(config.encoder.name, **options)
+        except (ValueError, KeyError, FileNotFoundError, TypeError) as error:
+            raise ExperimentError(f"experiment {config.name!r}: cannot load encoder {config.encoder.name!r}: {error}") from None
+    return _ENCODER[key]
+
+
 def run_experiment(
     config: str | Path | dict[str, Any] | ExperimentConfig,
     out_dir: str | Path | None = None,
@@ -577,12 +598,12 @@ def run_experiment(
         write_table(out / "corpus_failures.csv", corpus_failures)
     layers = None if config.encoder.layers == "all" else list(config.encoder.layers)
     t_features = time.perf_counter()
+    encoder = shared_encoder(config)
     try:
         extracted = features(
-            manifest, config.encoder.name, layers=layers, kind=config.features, cache_dir=config.encoder.cache_dir,
+            manifest, encoder, layers=layers, kind=config.features, cache_dir=config.encoder.cache_dir,
             workers=config.encoder.workers, batch_seconds=config.encoder.batch_seconds, progress=progress,
-            encoder_options=config.encoder.encoder_options(), frame_dtype=config.encoder.frame_dtype,
-            failures_path=out / "feature_failures.csv",
+            frame_dtype=config.encoder.frame_dtype, failures_path=out / "feature_failures.csv",
         )
     except (ValueError, KeyError, FileNotFoundError) as error:
         raise ExperimentError(f"experiment {config.name!r}: encoder {config.encoder.name!r}: {error}") from None
