@@ -82,7 +82,11 @@ def single_clip(data: dict) -> dict:
     """
     from polyemo.cache import features
     from polyemo.experiment.data import classes_of, experiment_manifest
-    from polyemo.experiment.run import FoldInputs, fold_class_masks, make_experiment_split
+    from polyemo.experiment.run import (
+        FoldInputs,
+        fold_class_masks,
+        make_experiment_split,
+    )
     from polyemo.metrics import evaluate_classification
     from polyemo.train import build_estimator
 
