@@ -428,21 +428,24 @@ def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, agg
     ci = result.pooled_ci.get(primary)
     corpora = manifest.groupby("corpus").agg(utterances=("utt_id", "size"), speakers=("speaker", "nunique"),
                                              language=("language", "first")).reset_index()
+    level = f"{1 - config.metrics.alpha:.0%} {config.metrics.bootstrap_unit}-bootstrap interval"
+    protocol_params = f" {json.dumps(config.protocol.params)}" if config.protocol.params else ""
+    head_params = f" {json.dumps(config.head.params)}" if config.head.params else ""
     lines = [
         f"# {config.name}",
         "",
         f"**{primary}** mean over {result.n_folds} folds: **{_pct(result.primary)}%** (± {_pct(result.primary_std)}); "
-        f"pooled: {_pct(result.pooled[primary])}%" + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "") + ".",
+        f"pooled: {_pct(result.pooled[primary])}%" + (f" [{_pct(ci[0])}, {_pct(ci[1])}] ({level})" if ci else "") + ".",
         "",
         "## Setup",
         "",
         f"- target: `{config.target}`; classes: {', '.join(result.classes)}",
-        f"- protocol: `{result.protocol}` {json.dumps(config.protocol.params) if config.protocol.params else ''}",
+        f"- protocol: `{result.protocol}`{protocol_params}",
         f"- encoder: `{config.encoder.name}` (precision {config.encoder.precision or 'default'}, layers "
         f"{config.encoder.layers}, selection {config.encoder.select}); features: {config.features}",
-        f"- head: `{config.head.name}` {json.dumps(config.head.params) if config.head.params else ''}; "
-        f"loss: `{config.loss.name}`; normalisation: {config.normalisation}; seed {config.seed}",
-        f"- validation: carved from each fold's training speakers; the test part is read once after training",
+        f"- head: `{config.head.name}`{head_params}; loss: `{config.loss.name}`; normalisation: {config.normalisation}; "
+        f"seed {config.seed}",
+        "- validation: carved from each fold's training speakers; the test part is read once after training",
     ]
     if config.limit.active:
         lines.append(f"- **limited** data (smoke test): {config.limit.model_dump(exclude_none=True)}")
