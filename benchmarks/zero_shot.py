@@ -65,9 +65,11 @@ def main() -> None:
                      + f" | {100 * row['mean']['macro_f1']:.1f} | {100 * row['pooled']['macro_f1']:.1f} "
                        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] |")
     layers = {cell: {lang: row[lang]["selected_layer"] for lang in languages if lang in row} for cell, row in table.items()}
+    unseen = sorted({f"{f.info['target']}: {', '.join(f.info['dropped_test_unseen_classes'])}"
+                     for run in result.results.values() for f in run.folds if f.info.get("dropped_test_unseen_classes")})
     lines += ["", f"Layers chosen on validation (held-out speakers of the training languages): {layers}.",
-              "Classes a held-out language has but no training language has are not tested "
-              "(none here: ravdess has all six).", "", f"Time: {seconds:.0f} s with cached features.", ""]
+              "Test classes that no training language has are not tested: " + ("; ".join(unseen) or "none") + ".",
+              "", f"Time: {seconds:.0f} s with cached features.", ""]
     (RESULTS / "zero_shot.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
