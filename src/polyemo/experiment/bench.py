@@ -243,7 +243,7 @@ def leaderboard_markdown(frame: pd.DataFrame, primary: str, title: str) -> str:
 def _model_key(cell: Cell) -> str:
     """What the cell's model is, apart from where it is trained and tested."""
     data = cell.config.resolved()
-    for key in ("name", "corpora", "corpora_root", "protocol", "limit"):
+    for key in ("name", "corpora", "corpora_root", "protocol", "limit", "final_model"):
         data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
