@@ -266,7 +266,7 @@ def cross_corpus_heatmaps(cells: list[Cell], results: dict[str, RunResult], out_
             group["diagonal"][cell.config.corpora[0].label] = result.pooled.get("ua", math.nan)
     groups = {k: g for k, g in groups.items() if g["pairs"]}
     paths = []
-    for index, (key, group) in enumerate(sorted(groups.items(), key=lambda kv: kv[1]["cells"][0].id)):
+    for index, (_, group) in enumerate(sorted(groups.items(), key=lambda kv: kv[1]["cells"][0].id)):
         pairs = group["pairs"]
         rows = sorted({train for train, _ in pairs} | {c for c in group["diagonal"] if any(t == c for _, t in pairs)})
         columns = sorted({test for _, test in pairs})
