@@ -24,7 +24,8 @@ import math
 import os
 from abc import abstractmethod
 from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,20 @@ import torch
 from polyemo.encoders.base import Encoder, EncoderIdentity, FrameFeatures
 from polyemo.io import write_json
 from polyemo.paths import user_cache_dir
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bar: polyemo shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 SAMPLE_RATE = 16_000
 MAX_WINDOW_SECONDS = 30.0

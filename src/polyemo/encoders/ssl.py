@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from polyemo.encoders import ENCODERS
-from polyemo.encoders.hf import HUB_ALIASES, TransformersEncoder
+from polyemo.encoders.hf import HUB_ALIASES, TransformersEncoder, quiet_loading
 
 # positional convolution stacks that spread padded frames into valid ones
 UNMASKABLE_MODEL_TYPES = ("data2vec-audio",)
@@ -50,7 +50,8 @@ class SSLEncoder(TransformersEncoder):
             raise ValueError(f"{folder}: model type {config.model_type!r} is not a wav2vec2-family encoder "
                              f"({', '.join(SSL_MODEL_TYPES)})")
         self.model_type = config.model_type
-        self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+        with quiet_loading():
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
         self.group_norm = getattr(config, "feat_extract_norm", "layer") == "group"
         # may utterances of different lengths share a padded batch?
         self.pad_batches = not self.group_norm and config.model_type not in UNMASKABLE_MODEL_TYPES

@@ -59,7 +59,7 @@ import torch
 
 from polyemo.encoders import ENCODERS
 from polyemo.encoders.base import pool_mean_std
-from polyemo.encoders.hf import FRAME_HOP, PACKAGED, TransformersEncoder
+from polyemo.encoders.hf import FRAME_HOP, PACKAGED, TransformersEncoder, quiet_loading
 from polyemo.paths import user_cache_dir
 
 # Bump when the conversion changes, so cached folders are rebuilt.
@@ -162,8 +162,9 @@ def convert_ct2_whisper(model_parts: list[Path], extras: Path, target: Path) -> 
         shutil.copyfile(extras / "tokenizer.json", tmp / "tokenizer.json")
         shutil.copyfile(extras / "config.json", tmp / "ctranslate2_config.json")
         # the saved folder must load back cleanly with transformers' own loader
-        loaded, info = WhisperForConditionalGeneration.from_pretrained(
-            tmp, local_files_only=True, dtype=torch.float32, output_loading_info=True)
+        with quiet_loading():
+            loaded, info = WhisperForConditionalGeneration.from_pretrained(
+                tmp, local_files_only=True, dtype=torch.float32, output_loading_info=True)
         problems = {k: v for k, v in info.items() if v and k != "error_msgs"} | (
             {"error_msgs": info["error_msgs"]} if info.get("error_msgs") else {})
         if problems:
@@ -243,8 +244,9 @@ class WhisperSpeechEncoder(TransformersEncoder):
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         if config.model_type != "whisper":
             raise ValueError(f"{folder}: model type {config.model_type!r} is not whisper")
-        full = WhisperModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
-                                            attn_implementation="sdpa")
+        with quiet_loading():
+            full = WhisperModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
+                                                attn_implementation="sdpa")
         self.encoder = full.get_encoder().eval()
         del full  # the decoder is not needed
         if (folder / "preprocessor_config.json").is_file():
