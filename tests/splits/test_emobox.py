@@ -122,3 +122,16 @@ def test_emobox_needs_one_corpus(pooled):
     with pytest.raises(SplitError, match="one corpus at a time"):
         make_split(pooled, "emobox")
     assert len(make_split(pooled, "emobox", corpus="savee").folds) == 4
+
+
+def test_seven_speakers_get_two_folds_not_one(prepared_manifest):
+    """EmoBox's S // 4 gives one fold (an empty training part) for 7 speakers: we make 2."""
+    from polyemo.splits import make_split
+
+    ravdess = prepared_manifest("ravdess")
+    keep = sorted(ravdess["speaker"].unique())[:7]
+    rows = ravdess[ravdess["speaker"].isin(keep)].reset_index(drop=True)
+    split = make_split(rows, protocol="emobox", seed=0)
+    assert len(split.folds) == 2
+    for fold in split.folds:
+        assert fold.train and fold.test

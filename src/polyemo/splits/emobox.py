@@ -7,7 +7,8 @@ For one corpus with S speakers (counted over rows that have a label):
    content-hash groups (identical recordings stay together) until the class' test count
    reaches ``floor(test_fraction * class size)`` (EmoBox's ``int(n * 0.25)``).
 2. ``4 <= S <= 6``: leave one speaker out (one fold per speaker group).
-3. ``S > 6``: ``S // 4`` folds; speaker groups shuffled with the seed and dealt to the fold
+3. ``S > 6``: ``S // 4`` folds (at least 2: EmoBox's rule gives a single fold, with nothing
+   left to train on, for 7 speakers); speaker groups shuffled with the seed and dealt to the fold
    with the fewest speakers so far (plain round-robin when no speakers are joined).
 
 "Unevenly spread" (``balance``):
@@ -125,7 +126,7 @@ def emobox(
     else:
         groups = make_groups(rows, label_column)
         folds = []
-        for index, members in enumerate(deal_groups(groups, n_speakers // 4, rng), start=1):
+        for index, members in enumerate(deal_groups(groups, max(2, n_speakers // 4), rng), start=1):
             in_test = np.isin(groups.ids, members)
             folds.append(make_fold(f"fold_{index}", rows[~in_test], rows[in_test], info={"regime": "speaker_folds"}, **common))
     params = {
