@@ -6,26 +6,15 @@ and :func:`polyemo.stats.corpus_stats`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from polyemo.cli._options import parse_key_values
 from polyemo.cli.app import app
 
 
-def _options(pairs: list[str]) -> dict:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def _fail(message: str) -> None:
@@ -56,7 +45,7 @@ def prepare(
     from polyemo.io import write_table
 
     try:
-        manifest, failures = prepare_corpus(corpus, root, workers=workers, show_progress=progress, **_options(option))
+        manifest, failures = prepare_corpus(corpus, root, workers=workers, show_progress=progress, **parse_key_values(option))
     except (KeyError, RecipeError, TypeError) as exc:
         _fail(str(exc).strip('"'))
     paths = mf.save(manifest, output)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from polyemo.cli._options import parse_key_values
 from polyemo.cli.app import app
 
 
@@ -20,17 +20,6 @@ def parse_layers(text: Optional[str]) -> Optional[list[int]]:
         raise typer.BadParameter(f"expected comma-separated integers such as 0,3,6, got {text!r}") from None
 
 
-def parse_options(pairs: list[str]) -> dict:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 @app.command()
@@ -55,7 +44,7 @@ def extract(
 
     from polyemo.cache import features
 
-    options = parse_options(option)
+    options = parse_key_values(option)
     if precision is not None:
         options["precision"] = precision
     result = features(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from polyemo.cli._options import parse_key_values
 from polyemo.cli.app import app
 
 
@@ -25,14 +25,7 @@ def experiment_overrides(limit: Optional[int], epochs: Optional[int], encoder: O
     if corpora_root is not None:
         overrides["corpora_root"] = str(corpora_root.resolve())
     # After the options above, so --set can refine them (e.g. encoder.cache_dir=...).
-    for pair in settings:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE (e.g. training.lr=0.01), got {pair!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides.update(parse_key_values(settings, "KEY=VALUE (e.g. training.lr=0.01)"))
     return overrides
 
 

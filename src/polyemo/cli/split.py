@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from polyemo.cli._options import parse_key_values
 from polyemo.cli.app import app
 
 
-def parse_params(pairs: list[str]) -> dict:
-    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, lists, true)."""
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
 
 
 def _one_or_list(values: list[str]) -> str | list[str]:
@@ -57,7 +45,7 @@ def split(
     except (mf.ManifestError, ValueError, OSError) as exc:
         console.print(f"[red]cannot read the manifest:[/red] {exc}")
         raise typer.Exit(2) from None
-    params = parse_params(param)
+    params = parse_key_values(param)
     for key, value in (("validation_fraction", validation_fraction), ("corpus", corpus), ("k", k)):
         if value is not None:
             params[key] = value
