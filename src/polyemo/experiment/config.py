@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -48,6 +48,31 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _RegisteredSpec(_Strict):
+    """A name from one of polyemo's registries plus its parameters; a bare string is the name."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    _kind: ClassVar[str]  # what the name is, in error messages
+
+    @classmethod
+    def _registry(cls):  # the stage's Registry, imported lazily (keeps config import cheap)
+        raise NotImplementedError
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        registry = cls._registry()
+        if name not in registry:
+            raise ValueError(f"unknown {cls._kind} {name!r}; known: {', '.join(registry.names())}")
+        return name
 
 
 class CorpusSpec(_Strict):
@@ -80,25 +105,17 @@ class CorpusSpec(_Strict):
         return self.name if self.name is not None else Path(self.manifest).stem
 
 
-class ProtocolSpec(_Strict):
+class ProtocolSpec(_RegisteredSpec):
     """A split protocol of :mod:`polyemo.splits` and its parameters."""
 
     name: str = "emobox"
-    params: dict[str, Any] = Field(default_factory=dict)
+    _kind = "protocol"
 
-    @model_validator(mode="before")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
+    def _registry(cls):
         from polyemo.splits import PROTOCOLS
 
-        if name not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS.names())}")
-        return name
+        return PROTOCOLS
 
     @property
     def canonical(self) -> str:
@@ -164,11 +181,11 @@ class EncoderSpec(_Strict):
         return options
 
 
-class HeadSpec(_Strict):
+class HeadSpec(_RegisteredSpec):
     """A head of :data:`polyemo.heads.HEADS`, its parameters and how loaded layers combine."""
 
     name: str = "linear"
-    params: dict[str, Any] = Field(default_factory=dict)
+    _kind = "head"
     layers: Literal["weighted", "mean", "concat"] | None = None
     layer_norm: bool = False
 
@@ -182,14 +199,11 @@ class HeadSpec(_Strict):
                              "to use one layer set encoder.layers: [index]")
         return value
 
-    @field_validator("name")
     @classmethod
-    def _known(cls, name: str) -> str:
+    def _registry(cls):
         from polyemo.heads import HEADS
 
-        if name not in HEADS:
-            raise ValueError(f"unknown head {name!r}; known: {', '.join(HEADS.names())}")
-        return name
+        return HEADS
 
     def head_config(self):
         from polyemo.heads.model import HeadConfig
@@ -197,23 +211,17 @@ class HeadSpec(_Strict):
         return HeadConfig(name=self.name, params=self.params, layers=self.layers, layer_norm=self.layer_norm)
 
 
-class LossSpec(_Strict):
+class LossSpec(_RegisteredSpec):
+    """A loss of :data:`polyemo.losses.LOSSES` and its parameters."""
+
     name: str = "ce"
-    params: dict[str, Any] = Field(default_factory=dict)
+    _kind = "loss"
 
-    @model_validator(mode="before")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
+    def _registry(cls):
         from polyemo.losses import LOSSES
 
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES.names())}")
-        return name
+        return LOSSES
 
 
 class LimitSpec(_Strict):
