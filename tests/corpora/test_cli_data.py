@@ -1,5 +1,6 @@
 """The corpus commands are thin wrappers: they run, write what they say, fail clearly."""
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -19,7 +20,7 @@ def test_help(command):
 def test_corpora_lists_recipes():
     result = runner.invoke(app, ["corpora"])
     assert result.exit_code == 0
-    for name in ("emodb", "ravdess", "baved", "iemocap", "msppodcast", "folder", "table"):
+    for name in ("emodb", "ravdess", "baved", "ased", "iemocap", "msppodcast", "folder", "table"):
         assert name in result.output
 
 
@@ -63,3 +64,27 @@ def test_prepare_errors_are_clear(make_tree, tmp_path):
     result = runner.invoke(app, ["prepare", "table", str(table), "-o", str(tmp_path / "x.parquet")])
     assert result.exit_code == 1 and "row 1" in result.output and "audio file not found" in result.output
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_prepare_all_finds_ased_ogg_opus(shared_corpora, isolated_cache, tmp_path):
+    """ASED is stored as Ogg Opus: prepare-all picks its folder up and the loader decodes it."""
+    import soundfile as sf
+
+    from polyemo.audio import SAMPLE_RATE, load_audio
+
+    names = ["a5-01-01-01-01.ogg", "S4-04-02-01-29.ogg", "f2-01-01-02-15.ogg", "n1-07-01-02-53.ogg"]
+    folder = tmp_path / "corpora" / "ased" / "audio"
+    folder.mkdir(parents=True)
+    for name in names:
+        source = shared_corpora / "ased" / "audio" / name
+        assert sf.info(str(source)).subtype == "OPUS"
+        (folder / name).symlink_to(source)
+        wave = load_audio(source)
+        assert wave.dtype == np.float32 and 2.0 * SAMPLE_RATE <= len(wave) <= 4.0 * SAMPLE_RATE
+        assert 0.01 < float(np.abs(wave).max()) <= 1.0
+    result = runner.invoke(app, ["prepare-all", str(tmp_path / "corpora"), "-o", str(tmp_path / "all"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    manifest = mf.load(tmp_path / "all" / "ased.parquet")
+    assert len(manifest) == 4 and (manifest["language"] == "am").all()
+    assert manifest["label"].tolist() == ["sadness", "anger", "fear", "neutral"]  # sorted file names
+    assert manifest["text"].isna().all()
