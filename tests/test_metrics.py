@@ -303,3 +303,160 @@ def test_fold_groups_give_a_cluster_interval():
     assert agg.pooled.ci["ua"].unit == "group" and agg.pooled.ci["ua"].n_units == 18
     assert agg.pooled.n == 270
     assert agg.fold_names == ["fold0", "fold1", "fold2"]
+
+
+# ----------------------------------------------------- intervals of fold means, strata, pairs
+
+
+def _speaker_folds(n_folds: int, speakers: int, per_speaker: int, accuracy: float, seed: int, n_classes: int = 4):
+    """Folds of ``speakers`` test speakers each; every speaker is recognised well or badly."""
+    rng = np.random.default_rng(seed)
+    folds = []
+    for k in range(n_folds):
+        spk = np.repeat(np.arange(speakers), per_speaker)
+        good = rng.random(speakers) < accuracy
+        y_true = rng.integers(0, n_classes, spk.size)
+        hit = rng.random(spk.size) < np.where(good, 0.9, 0.3)[spk]
+        y_pred = np.where(hit, y_true, (y_true + 1) % n_classes)
+        folds.append(FoldPredictions(y_true=y_true, y_pred=y_pred, name=f"f{k}", groups=[f"f{k}s{s}" for s in spk]))
+    return folds
+
+
+def test_every_headline_interval_contains_its_estimate():
+    folds = _speaker_folds(5, 4, 30, 0.6, seed=1)
+    agg = aggregate_folds(folds, ["a", "b", "c", "d"], n_boot=1000)
+    for name, stat in agg.mean_of_folds.items():
+        assert stat.ci is not None and stat.ci.low < stat.mean < stat.ci.high, name
+        assert stat.ci.value == stat.mean and stat.ci.unit == "group" and stat.ci.n_units == 20
+        assert stat.ci.method == "speaker-cluster bootstrap within folds" and stat.ci.n_strata == 5
+        ci = agg.pooled.ci[name]
+        assert ci.low < getattr(agg.pooled, name) < ci.high
+    text = agg.to_markdown()
+    assert "mean_of_folds CI" in text and "95 % speaker-cluster bootstrap within folds (1000 resamples)" in text
+    assert "classes scored: 4 (a, b, c, d)" in text
+    assert FoldAggregate.model_validate_json(agg.to_json()) == agg
+    # regression folds get an interval of their mean too
+    rng = np.random.default_rng(2)
+    reg_folds = []
+    for k in range(3):
+        x = rng.normal(size=(60, 2))
+        reg_folds.append((x, x + rng.normal(scale=0.5, size=(60, 2)), [f"r{k}s{i % 5}" for i in range(60)]))
+    reg = aggregate_folds(reg_folds, dims=["arousal", "valence"], n_boot=500)
+    for name in ("ccc_arousal", "mae_valence", "mean_ccc"):
+        stat = reg.mean_of_folds[name]
+        assert stat.ci.low < stat.mean < stat.ci.high, name
+
+
+def test_cluster_bootstrap_keeps_speakers_whole():
+    # 20 speakers x 10 utterances; speaker 0 is always wrong, everyone else always right.
+    from polyemo.metrics import _groups_codes, _resampled_confusions
+
+    speakers = np.repeat(np.arange(20), 10)
+    y_true = np.tile([0, 1], 100)
+    y_pred = np.where(speakers == 0, 1 - y_true, y_true)
+    confusions = _resampled_confusions(y_true, y_pred, 2, _groups_codes(speakers, 200), 500, np.random.default_rng(0))
+    errors = confusions[:, 0, 1] + confusions[:, 1, 0]
+    assert np.all(confusions.sum(axis=(1, 2)) == 200)  # equal-sized speakers: every resample has 200 rows
+    assert np.all(errors % 10 == 0)  # the wrong speaker comes in whole or not at all
+    assert set(np.unique(errors)) >= {0.0, 10.0, 20.0}
+    by_speaker = bootstrap_ci(y_true, y_pred, "wa", n=2000, groups=speakers)
+    by_utterance = bootstrap_ci(y_true, y_pred, "wa", n=2000)
+    assert by_speaker.value == by_utterance.value == pytest.approx(0.95)
+    # K ~ Binomial(20, 1/20) draws of the wrong speaker: sd of WA 0.049 against 0.015 for utterances
+    assert (by_speaker.high - by_speaker.low) > 2 * (by_utterance.high - by_utterance.low)
+    assert by_speaker.low == pytest.approx(0.85) and by_speaker.high == pytest.approx(1.0)
+
+
+def test_fold_mean_bootstrap_on_known_data():
+    from polyemo.metrics import _FoldResampler
+
+    # fold A: 4 speakers, all right (WA 1 in every resample). fold B: 4 speakers of 5 utterances,
+    # two all right, two all wrong: WA_B = K / 4 with K ~ Binomial(4, 1/2) speakers drawn right.
+    spk = np.repeat(np.arange(4), 5)
+    y = np.tile([0, 1, 0, 1, 0], 4)
+    fold_a = FoldPredictions(y_true=y, y_pred=y, name="A", groups=[f"a{s}" for s in spk])
+    fold_b = FoldPredictions(y_true=y, y_pred=np.where(spk < 2, y, 1 - y), name="B", groups=[f"b{s}" for s in spk])
+    agg = aggregate_folds([fold_a, fold_b], ["x", "y"], n_boot=4000, seed=3)
+    wa = agg.mean_of_folds["wa"]
+    assert wa.mean == pytest.approx(0.75) and wa.values == pytest.approx([1.0, 0.5])
+    # P(K = 0) = 1/16 > 2.5 %: the interval spans the whole support, 0.5 .. 1.0
+    assert (wa.ci.low, wa.ci.high) == pytest.approx((0.5, 1.0))
+    resampler = _FoldResampler([np.asarray(spk), np.asarray(spk)], [20, 20], 4000, seed=3)
+    samples = resampler.classification([y, y], [y, np.where(spk < 2, y, 1 - y)], 2)["wa"]
+    values, counts = np.unique(np.round(samples, 6), return_counts=True)
+    assert values.tolist() == [0.5, 0.625, 0.75, 0.875, 1.0]
+    np.testing.assert_allclose(counts / 4000, np.array([1, 4, 6, 4, 1]) / 16, atol=0.025)
+    # a perfect fold alone never varies
+    alone = aggregate_folds([fold_a], ["x", "y"], n_boot=200)
+    assert (alone.mean_of_folds["ua"].ci.low, alone.mean_of_folds["ua"].ci.high) == (1.0, 1.0)
+    # a fold with one test speaker resamples its utterances instead (and says so)
+    single = FoldPredictions(y_true=y, y_pred=np.where(spk < 2, y, 1 - y), name="C", groups=["c0"] * 20)
+    mixed = aggregate_folds([fold_a, single], ["x", "y"], n_boot=500)
+    assert mixed.mean_of_folds["wa"].ci.unit == "mixed" and mixed.mean_of_folds["wa"].ci.n_units == 4 + 20
+    assert "utterances in the 1 of 2 folds with one test speaker" in mixed.mean_of_folds["wa"].ci.method
+    assert 0.5 < mixed.mean_of_folds["wa"].ci.high - mixed.mean_of_folds["wa"].ci.low + 0.5 < 1.0
+    none = aggregate_folds([(y, y), (y, 1 - y)], ["x", "y"], n_boot=100)
+    assert none.mean_of_folds["wa"].ci.unit == "utterance"
+
+
+def test_pooled_strata_keep_each_corpus_whole():
+    # corpus A: 5 speakers always right; corpus B: 5 speakers always wrong; equal sizes.
+    spk = np.repeat(np.arange(10), 8)
+    y_true = np.tile([0, 1], 40)
+    y_pred = np.where(spk < 5, y_true, 1 - y_true)
+    corpus = np.where(spk < 5, "A", "B")
+    free = evaluate_classification(y_true, y_pred, ["x", "y"], groups=spk, n_boot=500)
+    kept = evaluate_classification(y_true, y_pred, ["x", "y"], groups=spk, strata=corpus, n_boot=500,
+                                   strata_name="test corpora")
+    assert free.ci["wa"].high - free.ci["wa"].low > 0.3
+    assert kept.ci["wa"].low == kept.ci["wa"].high == pytest.approx(0.5)  # half the rows are A in every resample
+    assert kept.ci["wa"].n_strata == 2 and kept.ci["wa"].n_units == 10
+    assert kept.ci["wa"].method == "speaker-cluster bootstrap, speakers resampled within each of 2 test corpora"
+    # strata of one speaker each (leave-one-speaker-out folds) are resampled together, not frozen
+    loso = evaluate_classification(y_true, y_pred, ["x", "y"], groups=spk, strata=spk, n_boot=500)
+    assert loso.ci["wa"].high - loso.ci["wa"].low > 0.3
+    # unknown speakers are clusters of one row each, not one big speaker
+    unknown = bootstrap_ci(y_true, y_pred, "wa", n=10, groups=["unknown"] * 80)
+    assert unknown.n_units == 80
+
+
+def test_paired_difference_of_a_cell_with_itself_is_exactly_zero():
+    from polyemo.metrics import paired_difference
+
+    folds = _speaker_folds(4, 5, 12, 0.5, seed=5)
+    ci = paired_difference(folds, folds, ["a", "b", "c", "d"], "ua", n_boot=1000)
+    assert ci.value == 0.0 and ci.low == 0.0 and ci.high == 0.0 and not ci.excludes_zero
+    assert ci.method == "paired speaker-cluster bootstrap within folds"
+
+
+def test_paired_interval_of_a_clearly_better_cell_excludes_zero_and_is_seeded():
+    from polyemo.metrics import paired_difference
+
+    labels = ["a", "b", "c", "d"]
+    worse = _speaker_folds(4, 5, 12, 0.3, seed=6)
+    rng = np.random.default_rng(0)
+    better = [f.model_copy(update={"y_pred": np.where(rng.random(len(f.y_true)) < 0.5, f.y_true, f.y_pred)}) for f in worse]
+    ci = paired_difference(better, worse, labels, "ua", n_boot=1000, seed=1)
+    gap = aggregate_folds(better, labels, n_boot=0).mean_of_folds["ua"].mean - aggregate_folds(worse, labels, n_boot=0).mean_of_folds["ua"].mean
+    assert ci.value == pytest.approx(gap) and gap > 0.1
+    assert 0 < ci.low < ci.value < ci.high and ci.excludes_zero
+    # pairing removes the speakers' shared difficulty: the difference is known far better than either score
+    alone = aggregate_folds(better, labels, n_boot=1000, seed=1).mean_of_folds["ua"].ci
+    assert ci.high - ci.low < alone.high - alone.low
+    reverse = paired_difference(worse, better, labels, "ua", n_boot=1000, seed=1)
+    assert (reverse.low, reverse.high) == pytest.approx((-ci.high, -ci.low))  # same resamples
+    assert paired_difference(better, worse, labels, "ua", n_boot=1000, seed=1) == ci
+    assert paired_difference(better, worse, labels, "ua", n_boot=1000, seed=2) != ci
+    assert aggregate_folds(better, labels, n_boot=300, seed=4) == aggregate_folds(better, labels, n_boot=300, seed=4)
+    with pytest.raises(ValueError, match="same rows"):
+        paired_difference(better, worse[::-1], labels)
+
+
+def test_fold_mean_bootstrap_is_fast():
+    import time
+
+    folds = _speaker_folds(10, 6, 134, 0.5, seed=9, n_classes=7)  # about 8,000 rows
+    labels = list("abcdefg")
+    started = time.perf_counter()
+    aggregate_folds(folds, labels, n_boot=1000)
+    assert time.perf_counter() - started < 3.0

@@ -99,12 +99,26 @@ class ConfidenceInterval(_Result):
     alpha: float
     n_boot: int
     n_valid: int  # resamples where the metric was defined
-    unit: Literal["utterance", "group"]  # what was resampled
+    #: what was resampled; "mixed": speakers in some folds, utterances in folds with one speaker
+    unit: Literal["utterance", "group", "mixed"]
     n_units: int
+    #: how the resamples were drawn, in words (e.g. "speaker-cluster bootstrap within folds")
+    method: str = ""
+    n_strata: int = 1  # units were resampled within this many strata
 
     @property
     def level(self) -> float:
         return 1.0 - self.alpha
+
+    @property
+    def excludes_zero(self) -> bool:
+        """For an interval of a difference: does it lie entirely on one side of 0?"""
+        return bool(np.isfinite(self.low) and np.isfinite(self.high) and (self.low > 0 or self.high < 0))
+
+    def describe(self) -> str:
+        """E.g. ``95 % speaker-cluster bootstrap within folds (1000 resamples)``."""
+        what = self.method or ("speaker-cluster bootstrap" if self.unit == "group" else "utterance bootstrap")
+        return f"{100 * self.level:.0f} % {what} ({self.n_boot} resamples)"
 
 
 class ClassMetrics(_Result):
@@ -201,6 +215,8 @@ class FoldStat(_Result):
     mean: Metric
     std: Metric  # sample standard deviation over folds (ddof=1); NaN for one fold
     values: list[Metric]
+    #: interval of the mean of folds: every fold's test units resampled within that fold
+    ci: ConfidenceInterval | None = None
 
 
 AnyResult = Annotated[Union[ClassificationResult, RegressionResult], Field(discriminator="task")]
@@ -222,16 +238,29 @@ class FoldAggregate(_Result):
         unit = " (%)" if percent else ""
         k = len(self.fold_names)
         lines = [
-            f"| metric{unit} | mean_of_folds (mean ± std, {k} folds) | pooled (all predictions) | pooled CI |",
-            "|---|---:|---:|---:|",
+            f"| metric{unit} | mean_of_folds (mean ± std, {k} folds) | mean_of_folds CI | pooled (all predictions) "
+            "| pooled CI |",
+            "|---|---:|---:|---:|---:|",
         ]
         for name, stat in self.mean_of_folds.items():
             ci = self.pooled.ci.get(name)
             ci_cell = f"[{_fmt(ci.low, percent)}, {_fmt(ci.high, percent)}]" if ci is not None else ""
+            fold_ci = f"[{_fmt(stat.ci.low, percent)}, {_fmt(stat.ci.high, percent)}]" if stat.ci is not None else ""
             lines.append(
                 f"| {METRIC_TITLES.get(name, name)} | {_fmt(stat.mean, percent)} ± {_fmt(stat.std, percent)} "
-                f"| {_fmt(pooled[name], percent)} | {ci_cell} |"
+                f"| {fold_ci} | {_fmt(pooled[name], percent)} | {ci_cell} |"
             )
+        notes = []
+        first_fold_ci = next((s.ci for s in self.mean_of_folds.values() if s.ci is not None), None)
+        if first_fold_ci is not None:
+            notes.append(f"mean_of_folds CI: {first_fold_ci.describe()}")
+        if self.pooled.ci:
+            notes.append(f"pooled CI: {next(iter(self.pooled.ci.values())).describe()}")
+        if isinstance(self.pooled, ClassificationResult):
+            scored = self.pooled.evaluated_classes
+            notes.append(f"classes scored: {len(scored)} ({', '.join(scored)})")
+        if notes:
+            lines += ["", "; ".join(notes) + "."]
         lines += ["", "| fold | " + " | ".join(self.mean_of_folds) + " |", "|---|" + "---:|" * len(self.mean_of_folds)]
         for i, fold in enumerate(self.fold_names):
             lines.append(f"| {fold} | " + " | ".join(_fmt(s.values[i], percent) for s in self.mean_of_folds.values()) + " |")
@@ -248,7 +277,9 @@ def _summary_table(values: Mapping[str, float], ci: Mapping[str, ConfidenceInter
     unit = " (%)" if percent else ""
     has_ci = any(name in ci for name in values)
     level = next(iter(ci.values())).level if has_ci else None
-    header = f"| metric{unit} | value |" + (f" {level:.0%} CI ({next(iter(ci.values())).unit} bootstrap) |" if has_ci else "")
+    first = next(iter(ci.values())) if has_ci else None
+    kind = (first.method or f"{first.unit} bootstrap") if first is not None else ""
+    header = f"| metric{unit} | value |" + (f" {level:.0%} CI ({kind}) |" if has_ci else "")
     lines = [header, "|---|---:|" + ("---:|" if has_ci else "")]
     for name, value in values.items():
         row = f"| {METRIC_TITLES.get(name, name)} | {_fmt(value, percent)} |"
@@ -330,14 +361,58 @@ def _class_inputs(y_true: Any, y_pred: Any, labels: Any) -> tuple[np.ndarray, np
     return t, p, [str(c) for c in names]
 
 
-def _groups_codes(groups: Any, n: int) -> np.ndarray | None:
+#: speaker values that mean "not known": each such row is a cluster of its own
+_UNKNOWN_GROUPS = frozenset({"", "nan", "none", "<na>", "unknown"})
+
+
+def _groups_codes(groups: Any, n: int, role: str = "groups") -> np.ndarray | None:
     if groups is None:
         return None
     g = np.asarray(groups)
     if g.ndim != 1 or g.shape[0] != n:
-        raise ValueError(f"groups must have one entry per prediction ({n}), got shape {g.shape}")
-    _, codes = np.unique(g.astype(str), return_inverse=True)
+        raise ValueError(f"{role} must have one entry per prediction ({n}), got shape {g.shape}")
+    text = g.astype(str)
+    if role == "groups":
+        unknown = np.isin(np.char.lower(text), list(_UNKNOWN_GROUPS))
+        if unknown.any():  # an unknown speaker is not one big speaker
+            text = text.astype(object)
+            text[unknown] = [f"\0row{i}" for i in np.flatnonzero(unknown)]
+            text = text.astype(str)
+    _, codes = np.unique(text, return_inverse=True)
     return codes.astype(np.int64)
+
+
+def _cluster_units(codes: np.ndarray | None, strata: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unit of every row -- a (stratum, group) pair, or the row itself without groups --
+    and the stratum of every unit."""
+    base = np.arange(n, dtype=np.int64) if codes is None else codes
+    stratum = np.zeros(n, dtype=np.int64) if strata is None else strata
+    width = int(base.max()) + 1 if n else 1
+    pairs, unit = np.unique(stratum * width + base, return_inverse=True)
+    return unit.astype(np.int64), (pairs // width).astype(np.int64)
+
+
+def _stratified_multiplicities(unit_stratum: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n_units) draw counts, each stratum resampled on its own (its size kept).
+
+    Strata of a single unit could never vary, so they are resampled together (e.g. the
+    folds of a leave-one-speaker-out run when the strata are folds)."""
+    ids, counts = np.unique(unit_stratum, return_counts=True)
+    strata = unit_stratum.copy()
+    single = ids[counts == 1]
+    if single.size > 1:
+        strata[np.isin(strata, single)] = single[0]
+    out = np.zeros((n_boot, unit_stratum.size))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        out[:, members] = _multiplicities(members.size, n_boot, rng)
+    return out
+
+
+def _pooled_method(grouped: bool, n_strata: int, strata_name: str) -> str:
+    what = "speaker-cluster bootstrap" if grouped else "utterance bootstrap"
+    unit = "speakers" if grouped else "utterances"
+    return f"{what}, {unit} resampled within each of {n_strata} {strata_name}" if n_strata > 1 else what
 
 
 # ---------------------------------------------------------------- vectorised formulas
@@ -416,31 +491,121 @@ def _multiplicities(n_units: int, n_boot: int, rng: np.random.Generator) -> np.n
     return np.bincount(flat.ravel(), minlength=n_boot * n_units).reshape(n_boot, n_units)
 
 
+def _unit_confusions(t: np.ndarray, p: np.ndarray, n_classes: int, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """(n_units, C * C) confusion counts of each resampling unit."""
+    k = n_classes * n_classes
+    return np.bincount(unit * k + t * n_classes + p, minlength=n_units * k).reshape(n_units, k).astype(np.float64)
+
+
 def _resampled_confusions(t: np.ndarray, p: np.ndarray, n_classes: int, groups: np.ndarray | None,
-                          n_boot: int, rng: np.random.Generator) -> np.ndarray:
+                          n_boot: int, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
     cells = t * n_classes + p
     k = n_classes * n_classes
-    if groups is None:
+    if groups is None and strata is None:
         draws = rng.integers(0, t.shape[0], size=(n_boot, t.shape[0]))
         flat = cells[draws] + (np.arange(n_boot, dtype=np.int64) * k)[:, None]
         sums = np.bincount(flat.ravel(), minlength=n_boot * k).reshape(n_boot, k)
     else:
-        n_groups = int(groups.max()) + 1
-        per_group = np.bincount(groups * k + cells, minlength=n_groups * k).reshape(n_groups, k)
-        sums = _multiplicities(n_groups, n_boot, rng).astype(np.float64) @ per_group
+        unit, unit_stratum = _cluster_units(groups, strata, t.shape[0])
+        per_unit = _unit_confusions(t, p, n_classes, unit, unit_stratum.size)
+        sums = _stratified_multiplicities(unit_stratum, n_boot, rng) @ per_unit
     return sums.reshape(n_boot, n_classes, n_classes)
 
 
 def _resampled_moments(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
-                       n_boot: int, rng: np.random.Generator) -> np.ndarray:
+                       n_boot: int, rng: np.random.Generator, strata: np.ndarray | None = None) -> np.ndarray:
     shift = x.mean()  # CCC, r and MAE are unchanged by a common shift; it keeps raw moments precise
     stats = _regression_moments(x - shift, y - shift)
-    if groups is None:
-        units = stats
-    else:
-        units = np.zeros((int(groups.max()) + 1, stats.shape[1]))
-        np.add.at(units, groups, stats)
-    return _multiplicities(units.shape[0], n_boot, rng).astype(np.float64) @ units
+    if groups is None and strata is None:
+        return _multiplicities(stats.shape[0], n_boot, rng).astype(np.float64) @ stats
+    unit, unit_stratum = _cluster_units(groups, strata, x.size)
+    units = np.zeros((unit_stratum.size, stats.shape[1]))
+    np.add.at(units, unit, stats)
+    return _stratified_multiplicities(unit_stratum, n_boot, rng) @ units
+
+
+def _unit_counts(codes: np.ndarray | None, strata: np.ndarray | None, n: int) -> tuple[int, int]:
+    """(number of resampling units, number of strata)."""
+    if codes is None and strata is None:
+        return n, 1
+    _, unit_stratum = _cluster_units(codes, strata, n)
+    return int(unit_stratum.size), int(np.unique(unit_stratum).size)
+
+
+class _FoldResampler:
+    """Bootstrap of a mean of folds: each fold's test units are resampled within that fold,
+    independently of the other folds, and each fold's metric is recomputed.
+
+    Units are speakers (clusters of utterances); a fold with fewer than two test speakers
+    (e.g. leave-one-speaker-out) resamples its utterances instead -- one speaker drawn with
+    replacement from one would never vary. The same resampler applied to two systems scored
+    on the same folds gives a paired bootstrap (same utterances, same resamples)."""
+
+    def __init__(self, groups: Sequence[np.ndarray | None], sizes: Sequence[int], n_boot: int, seed: int) -> None:
+        rng = np.random.default_rng([seed, 8])
+        self.n_boot = n_boot
+        self.units: list[np.ndarray] = []
+        self.weights: list[np.ndarray] = []
+        self.kinds: list[str] = []
+        for codes, n in zip(groups, sizes):
+            if codes is None or np.unique(codes).size < 2:
+                unit, kind = np.arange(n, dtype=np.int64), "utterance"
+            else:
+                unit, kind = np.unique(codes, return_inverse=True)[1].astype(np.int64), "group"
+            self.units.append(unit)
+            self.kinds.append(kind)
+            self.weights.append(_multiplicities(int(unit.max()) + 1, n_boot, rng).astype(np.float64))
+
+    @property
+    def unit(self) -> Literal["utterance", "group", "mixed"]:
+        kinds = set(self.kinds)
+        return "mixed" if len(kinds) > 1 else kinds.pop()  # type: ignore[return-value]
+
+    @property
+    def n_units(self) -> int:
+        return sum(w.shape[1] for w in self.weights)
+
+    @property
+    def method(self) -> str:
+        k = len(self.kinds)
+        if self.unit == "group":
+            return "speaker-cluster bootstrap within folds"
+        if self.unit == "utterance":
+            why = " (every fold has one test speaker)" if k > 1 else ""
+            return f"utterance bootstrap within folds{why}"
+        n_utt = self.kinds.count("utterance")
+        return f"speaker-cluster bootstrap within folds (utterances in the {n_utt} of {k} folds with one test speaker)"
+
+    def classification(self, t_folds: Sequence[np.ndarray], p_folds: Sequence[np.ndarray], n_classes: int) -> dict[str, np.ndarray]:
+        """(n_boot,) resampled mean over folds of UA, WA and macro-F1."""
+        total = {name: np.zeros(self.n_boot) for name in CLASSIFICATION_METRICS}
+        for t, p, unit, weights in zip(t_folds, p_folds, self.units, self.weights):
+            counts = weights @ _unit_confusions(t, p, n_classes, unit, weights.shape[1])
+            values = _classification_from_confusion(counts.reshape(self.n_boot, n_classes, n_classes))
+            for name in total:
+                total[name] += values[name]
+        return {name: v / len(self.units) for name, v in total.items()}
+
+    def regression(self, x_folds: Sequence[np.ndarray], y_folds: Sequence[np.ndarray], keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """(n_boot,) resampled mean over folds of CCC, Pearson r and MAE per dimension and of mean CCC."""
+        total: dict[str, np.ndarray] = {}
+        for x_all, y_all, unit, weights in zip(x_folds, y_folds, self.units, self.weights):
+            cccs, defined = [], []
+            for j, dim in enumerate(keys):
+                x, y = x_all[:, j], y_all[:, j]
+                keep = np.isfinite(x) & np.isfinite(y)
+                shift = float(x[keep].mean()) if keep.any() else 0.0
+                stats = np.where(keep[:, None], _regression_moments(np.where(keep, x - shift, 0.0), np.where(keep, y - shift, 0.0)), 0.0)
+                units = np.zeros((weights.shape[1], stats.shape[1]))
+                np.add.at(units, unit, stats)
+                values = _regression_from_moments(weights @ units)
+                for name in REGRESSION_METRICS:
+                    total[f"{name}_{dim}"] = total.get(f"{name}_{dim}", 0.0) + values[name]
+                if keep.any():  # as the point estimate: dimensions without targets are not averaged
+                    cccs.append(values["ccc"])
+            mean_ccc = np.mean(cccs, axis=0) if cccs else np.full(self.n_boot, np.nan)
+            total["mean_ccc"] = total.get("mean_ccc", 0.0) + mean_ccc
+        return {name: v / len(self.units) for name, v in total.items()}
 
 
 def _resample_index_lists(n: int, groups: np.ndarray | None, n_boot: int, rng: np.random.Generator):
@@ -455,15 +620,16 @@ def _resample_index_lists(n: int, groups: np.ndarray | None, n_boot: int, rng: n
 
 
 def _interval(metric: str, value: float, samples: np.ndarray, alpha: float, n_boot: int,
-              grouped: bool, n_units: int) -> ConfidenceInterval:
+              grouped: bool | str, n_units: int, method: str = "", n_strata: int = 1) -> ConfidenceInterval:
     finite = samples[np.isfinite(samples)]
     if finite.size:
         low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
     else:
         low = high = math.nan
+    unit = grouped if isinstance(grouped, str) else ("group" if grouped else "utterance")
     return ConfidenceInterval(
         metric=metric, value=float(value), low=float(low), high=float(high), alpha=alpha, n_boot=n_boot,
-        n_valid=int(finite.size), unit="group" if grouped else "utterance", n_units=n_units,
+        n_valid=int(finite.size), unit=unit, n_units=n_units, method=method, n_strata=n_strata,
     )
 
 
@@ -492,6 +658,8 @@ def bootstrap_ci(
     seed: int = 0,
     groups: Any = None,
     labels: Any = None,
+    strata: Any = None,
+    strata_name: str = "strata",
 ) -> ConfidenceInterval:
     """Percentile bootstrap interval of ``metric`` at level ``1 - alpha``.
 
@@ -500,7 +668,9 @@ def bootstrap_ci(
     NaN rows skipped) -- computed for all resamples at once from resampled confusion
     matrices / moments, or any callable ``f(y_true, y_pred) -> float`` (evaluated resample
     by resample: slower). With ``groups`` (e.g. speaker per prediction) whole groups are
-    drawn with replacement (cluster bootstrap). Resamples where the metric is undefined
+    drawn with replacement (cluster bootstrap); with ``strata`` (e.g. test corpus per
+    prediction) units are resampled within each stratum, so every stratum keeps its size
+    (named ``strata_name`` in the interval's ``method``). Resamples where the metric is undefined
     (e.g. CCC of a constant resample) are left out; ``n_valid`` counts the rest. UA and
     macro-F1 of a resample average over the classes present in that resample, as the point
     estimate does.
@@ -520,25 +690,32 @@ def bootstrap_ci(
     if metric in CLASSIFICATION_METRICS:
         t, p, names = _class_inputs(y_true, y_pred, labels)
         codes = _groups_codes(groups, t.shape[0])
+        layers = _groups_codes(strata, t.shape[0], "strata")
         c = len(names)
         value = _classification_from_confusion(confusion_matrix(t, p, labels=np.arange(c)))[metric]
-        samples = _classification_from_confusion(_resampled_confusions(t, p, c, codes, n, rng))[metric]
-        n_units = t.shape[0] if codes is None else int(codes.max()) + 1
-        return _interval(metric, float(value), samples, alpha, n, codes is not None, n_units)
+        samples = _classification_from_confusion(_resampled_confusions(t, p, c, codes, n, rng, layers))[metric]
+        n_units, n_strata = _unit_counts(codes, layers, t.shape[0])
+        return _interval(metric, float(value), samples, alpha, n, codes is not None, n_units,
+                         _pooled_method(codes is not None, n_strata, strata_name), n_strata)
     if metric in REGRESSION_METRICS:
         x, y, keep = _regression_pair(y_true, y_pred)
         if x.size == 0:
             raise ValueError("no rows with both a target and a prediction")
-        codes = None
-        if groups is not None:
-            group_values = np.asarray(groups)
-            if group_values.shape != keep.shape:
-                raise ValueError(f"groups must have one entry per prediction ({keep.size}), got shape {group_values.shape}")
-            codes = _groups_codes(group_values[keep], x.size)
+        codes = layers = None
+        for role, values in (("groups", groups), ("strata", strata)):
+            if values is not None:
+                arr = np.asarray(values)
+                if arr.shape != keep.shape:
+                    raise ValueError(f"{role} must have one entry per prediction ({keep.size}), got shape {arr.shape}")
+                if role == "groups":
+                    codes = _groups_codes(arr[keep], x.size)
+                else:
+                    layers = _groups_codes(arr[keep], x.size, "strata")
         value = {"ccc": concordance_cc, "pearson": _pearson, "mae": lambda a, b: float(np.mean(np.abs(a - b)))}[metric](x, y)
-        samples = _regression_from_moments(_resampled_moments(x, y, codes, n, rng))[metric]
-        n_units = x.size if codes is None else int(codes.max()) + 1
-        return _interval(metric, float(value), samples, alpha, n, codes is not None, n_units)
+        samples = _regression_from_moments(_resampled_moments(x, y, codes, n, rng, layers))[metric]
+        n_units, n_strata = _unit_counts(codes, layers, x.size)
+        return _interval(metric, float(value), samples, alpha, n, codes is not None, n_units,
+                         _pooled_method(codes is not None, n_strata, strata_name), n_strata)
     known = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS)
     raise ValueError(f"unknown metric {metric!r}; known: {known}, or pass a callable")
 
@@ -555,13 +732,16 @@ def evaluate_classification(
     n_boot: int = 0,
     alpha: float = 0.05,
     seed: int = 0,
+    strata: Any = None,
+    strata_name: str = "strata",
 ) -> ClassificationResult:
     """Categorical metrics as a :class:`ClassificationResult`; see the module doc for the rules.
 
     ``y_true``/``y_pred``: class indices into ``labels`` or class names; ``y_pred`` may also
     be scores (N, C) whose argmax is taken. ``labels``: class names (or a LabelSet) giving
     the order of the confusion matrix; default the sorted union of the values seen.
-    ``n_boot > 0`` adds bootstrap intervals for UA, WA and macro-F1 (by ``groups`` if given).
+    ``n_boot > 0`` adds bootstrap intervals for UA, WA and macro-F1 (by ``groups`` if given,
+    within ``strata`` if given; see :func:`bootstrap_ci`).
     """
     t, p, names = _class_inputs(y_true, y_pred, labels)
     c = len(names)
@@ -579,12 +759,15 @@ def evaluate_classification(
     if n_boot > 0:
         _check_bootstrap_args(n_boot, alpha)
         codes = _groups_codes(groups, t.shape[0])
+        layers = _groups_codes(strata, t.shape[0], "strata")
         boot = _classification_from_confusion(
-            _resampled_confusions(t, p, c, codes, n_boot, np.random.default_rng(seed))
+            _resampled_confusions(t, p, c, codes, n_boot, np.random.default_rng(seed), layers)
         )
-        n_units = t.shape[0] if codes is None else int(codes.max()) + 1
+        n_units, n_strata = _unit_counts(codes, layers, t.shape[0])
+        method = _pooled_method(codes is not None, n_strata, strata_name)
         for name in CLASSIFICATION_METRICS:
-            ci[name] = _interval(name, float(values[name]), boot[name], alpha, n_boot, codes is not None, n_units)
+            ci[name] = _interval(name, float(values[name]), boot[name], alpha, n_boot, codes is not None, n_units,
+                                 method, n_strata)
     return ClassificationResult(
         labels=names, n=int(t.shape[0]), ua=float(values["ua"]), wa=float(values["wa"]),
         macro_f1=float(values["macro_f1"]), evaluated_classes=[names[i] for i in range(c) if support[i] > 0],
@@ -628,6 +811,8 @@ def evaluate_regression(
     n_boot: int = 0,
     alpha: float = 0.05,
     seed: int = 0,
+    strata: Any = None,
+    strata_name: str = "strata",
 ) -> RegressionResult:
     """CCC, Pearson r and MAE per dimension as a :class:`RegressionResult`.
 
@@ -647,6 +832,9 @@ def evaluate_regression(
     group_values = None if groups is None else np.asarray(groups)
     if group_values is not None and group_values.shape != (x_all.shape[0],):
         raise ValueError(f"groups must have one entry per row ({x_all.shape[0]}), got shape {group_values.shape}")
+    strata_values = None if strata is None else np.asarray(strata)
+    if strata_values is not None and strata_values.shape != (x_all.shape[0],):
+        raise ValueError(f"strata must have one entry per row ({x_all.shape[0]}), got shape {strata_values.shape}")
     for j, dim in enumerate(keys):
         x, y, keep = _regression_pair(x_all[:, j], y_all[:, j])
         if x.size == 0:
@@ -657,12 +845,15 @@ def evaluate_regression(
         )
         if n_boot > 0:
             codes = None if group_values is None else _groups_codes(group_values[keep], x.size)
+            layers = None if strata_values is None else _groups_codes(strata_values[keep], x.size, "strata")
             rng = np.random.default_rng([seed, j])
-            boot = _regression_from_moments(_resampled_moments(x, y, codes, n_boot, rng))
-            n_units = x.size if codes is None else int(codes.max()) + 1
+            boot = _regression_from_moments(_resampled_moments(x, y, codes, n_boot, rng, layers))
+            n_units, n_strata = _unit_counts(codes, layers, x.size)
+            method = _pooled_method(codes is not None, n_strata, strata_name)
             for name in REGRESSION_METRICS:
                 ci[f"{name}_{dim}"] = _interval(
-                    f"{name}_{dim}", getattr(results[dim], name), boot[name], alpha, n_boot, codes is not None, n_units
+                    f"{name}_{dim}", getattr(results[dim], name), boot[name], alpha, n_boot, codes is not None, n_units,
+                    method, n_strata,
                 )
     cccs = [m.ccc for m in results.values() if m.n > 0]  # a dimension without any targets is not averaged
     return RegressionResult(dims=results, mean_ccc=float(np.mean(cccs)) if cccs else math.nan, ci=ci)
@@ -677,7 +868,8 @@ def regression_metrics(y_true: Any, y_pred: Any, dims: Sequence[str] | None = No
 
 
 class FoldPredictions(BaseModel):
-    """The test predictions of one fold. ``groups`` (speakers) enable the cluster bootstrap."""
+    """The test predictions of one fold. ``groups`` (speakers) enable the cluster bootstrap;
+    ``strata`` (e.g. the test corpus of each row) are kept whole by the pooled bootstrap."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -685,6 +877,7 @@ class FoldPredictions(BaseModel):
     y_pred: Any
     name: str = ""
     groups: Any = None
+    strata: Any = None
 
 
 def _as_fold(item: Any, index: int) -> FoldPredictions:
@@ -710,12 +903,17 @@ def aggregate_folds(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    strata_name: str = "strata",
 ) -> FoldAggregate:
-    """Summarise cross-validation folds two ways, labelled as such.
+    """Summarise cross-validation folds two ways, labelled as such, each with an interval.
 
-    ``mean_of_folds``: mean and sample std (ddof=1) over folds of each fold's metric.
+    ``mean_of_folds``: mean and sample std (ddof=1) over folds of each fold's metric, and
+    (``n_boot > 0``) a percentile interval of the mean from a bootstrap within folds: every
+    fold's test speakers (utterances where a fold has fewer than two speakers, or without
+    ``groups``) resampled independently, each fold's metric recomputed, then averaged.
     ``pooled``: the metrics of all folds' predictions concatenated, with ``n_boot``
-    percentile bootstrap intervals (by group when every fold gives ``groups``).
+    percentile bootstrap intervals (by group when every fold gives ``groups``; within
+    ``strata`` when every fold gives them).
     ``fold_results``: :class:`FoldPredictions`, mappings with ``y_true``/``y_pred``
     (/``groups``/``name``) or ``(y_true, y_pred[, groups])`` tuples. The task is categorical
     when ``labels`` are given, else inferred (float targets -> regression).
@@ -727,6 +925,13 @@ def aggregate_folds(
         first = np.asarray(folds[0].y_true)
         task = "classification" if labels is not None or first.dtype.kind not in "f" else "regression"
     with_groups = all(f.groups is not None for f in folds)
+    with_strata = all(f.strata is not None for f in folds)
+    fold_groups = [_groups_codes(f.groups, len(np.asarray(f.y_true)), "fold groups") if with_groups else None for f in folds]
+    fold_boot: dict[str, np.ndarray] = {}
+    resampler = None
+    if n_boot > 0:
+        _check_bootstrap_args(n_boot, alpha)
+        resampler = _FoldResampler(fold_groups, [len(np.asarray(f.y_true)) for f in folds], n_boot, seed)
     if task == "classification":
         names = _label_names(labels) or None
         if names is None:
@@ -739,14 +944,25 @@ def aggregate_folds(
         t = np.concatenate([_to_indices(f.y_true, names, "y_true") for f in folds])
         p = np.concatenate([_to_indices(f.y_pred, names, "y_pred") for f in folds])
         g = np.concatenate([np.asarray(f.groups).astype(str) for f in folds]) if with_groups else None
-        pooled: Any = evaluate_classification(t, p, names, groups=g, n_boot=n_boot, alpha=alpha, seed=seed)
+        st = np.concatenate([np.asarray(f.strata).astype(str) for f in folds]) if with_strata else None
+        pooled: Any = evaluate_classification(t, p, names, groups=g, n_boot=n_boot, alpha=alpha, seed=seed,
+                                              strata=st, strata_name=strata_name)
+        if resampler is not None:
+            fold_boot = resampler.classification(
+                [_to_indices(f.y_true, names, "y_true") for f in folds],
+                [_to_indices(f.y_pred, names, "y_pred") for f in folds], len(names))
     elif task == "regression":
         per_fold = [evaluate_regression(f.y_true, f.y_pred, dims) for f in folds]
         keys = list(per_fold[0].dims)
         t = np.concatenate([_regression_columns(f.y_true, keys, "y_true")[0] for f in folds])
         p = np.concatenate([_regression_columns(f.y_pred, keys, "y_pred")[0] for f in folds])
         g = np.concatenate([np.asarray(f.groups).astype(str) for f in folds]) if with_groups else None
-        pooled = evaluate_regression(t, p, keys, groups=g, n_boot=n_boot, alpha=alpha, seed=seed)
+        st = np.concatenate([np.asarray(f.strata).astype(str) for f in folds]) if with_strata else None
+        pooled = evaluate_regression(t, p, keys, groups=g, n_boot=n_boot, alpha=alpha, seed=seed,
+                                     strata=st, strata_name=strata_name)
+        if resampler is not None:
+            fold_boot = resampler.regression([_regression_columns(f.y_true, keys, "y_true")[0] for f in folds],
+                                             [_regression_columns(f.y_pred, keys, "y_pred")[0] for f in folds], keys)
     else:
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     summaries = [r.summary() for r in per_fold]
@@ -754,7 +970,60 @@ def aggregate_folds(
     for name in summaries[0]:
         values = np.array([s[name] for s in summaries], dtype=np.float64)
         std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-        mean_of_folds[name] = FoldStat(mean=float(np.mean(values)), std=std, values=values.tolist())
+        mean = float(np.mean(values))
+        ci = None
+        if resampler is not None and name in fold_boot:
+            ci = _interval(name, mean, fold_boot[name], alpha, n_boot, resampler.unit, resampler.n_units,
+                           resampler.method, len(folds))
+        mean_of_folds[name] = FoldStat(mean=mean, std=std, values=values.tolist(), ci=ci)
     return FoldAggregate(
         task=task, fold_names=[f.name for f in folds], mean_of_folds=mean_of_folds, pooled=pooled, folds=per_fold
     )
+
+
+def paired_difference(
+    folds_a: Sequence[Any],
+    folds_b: Sequence[Any],
+    labels: Any,
+    metric: str = "ua",
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> ConfidenceInterval:
+    """Paired bootstrap interval of (mean of folds of A) - (mean of folds of B).
+
+    Both systems must be scored on the same folds with the same rows in the same order
+    (same ``y_true``; ``groups`` -- speakers -- taken from A). Every resample draws the same
+    speakers (utterances in folds with one test speaker) for both, within each fold, so the
+    interval reflects only how the two differ on the same data: A against itself gives
+    exactly 0 with a zero-width interval. ``metric``: ``"ua"``, ``"wa"`` or ``"macro_f1"``.
+    """
+    if metric not in CLASSIFICATION_METRICS:
+        raise ValueError(f"paired_difference scores {CLASSIFICATION_METRICS}, not {metric!r}")
+    _check_bootstrap_args(n_boot, alpha)
+    a = [_as_fold(f, i) for i, f in enumerate(folds_a)]
+    b = [_as_fold(f, i) for i, f in enumerate(folds_b)]
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired folds must match one to one, got {len(a)} and {len(b)}")
+    names = _label_names(labels)
+    t_a = [_to_indices(f.y_true, names, "y_true") for f in a]
+    t_b = [_to_indices(f.y_true, names, "y_true") for f in b]
+    for i, (x, y) in enumerate(zip(t_a, t_b)):
+        if x.shape != y.shape or not np.array_equal(x, y):
+            raise ValueError(f"fold {i}: the two systems were not scored on the same rows (true labels differ)")
+    p_a = [_to_indices(f.y_pred, names, "y_pred") for f in a]
+    p_b = [_to_indices(f.y_pred, names, "y_pred") for f in b]
+    with_groups = all(f.groups is not None for f in a)
+    groups = [_groups_codes(f.groups, t.size, "fold groups") if with_groups else None for f, t in zip(a, t_a)]
+    resampler = _FoldResampler(groups, [t.size for t in t_a], n_boot, seed)
+    c = len(names)
+    diff = resampler.classification(t_a, p_a, c)[metric] - resampler.classification(t_b, p_b, c)[metric]
+
+    def point(t_folds: list[np.ndarray], p_folds: list[np.ndarray]) -> float:
+        return float(np.mean([_classification_from_confusion(confusion_matrix(t, p, labels=np.arange(c)))[metric]
+                              for t, p in zip(t_folds, p_folds)]))
+
+    value = point(t_a, p_a) - point(t_b, p_b)
+    return _interval(f"{metric}_difference", value, diff, alpha, n_boot, resampler.unit, resampler.n_units,
+                     "paired " + resampler.method, len(a))
