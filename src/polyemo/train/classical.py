@@ -8,7 +8,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-from polyemo.heads.classical import ClassicalHead
+from polyemo.heads.classical import ClassicalHead, missing_classes
 from polyemo.heads.layers import reduce_layers_numpy
 from polyemo.heads.model import build_head
 from polyemo.io import atomic_path
@@ -20,8 +20,11 @@ from polyemo.train.estimator import Estimator, FitReport, Prediction
 class ClassicalEstimator(Estimator):
     """Fits a :class:`~polyemo.heads.classical.ClassicalHead` on pooled features.
 
-    Validation chooses ``C`` when the head is given several; class masks, sampling, epochs
-    and the torch optimiser settings do not apply. Seeds come from ``TrainConfig.seed``.
+    Validation chooses ``C`` when the head is given several; sampling, epochs and the torch
+    optimiser settings do not apply. Seeds come from ``TrainConfig.seed``. The training
+    rows' class masks go to the head: logistic regression honours them; the SVMs refuse
+    training rows whose corpora lack some of the training classes, naming the corpora
+    (from the ``corpus/`` prefix of their utt_ids) and the classes they lack.
     """
 
     kind = "classical"
@@ -45,8 +48,9 @@ class ClassicalEstimator(Estimator):
         def score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
             return float(classification_scores(y_true, y_pred, list(range(self.num_classes)))[metric])
 
+        self._check_masks(train)
         started = time.perf_counter()
-        self.head.fit(self._matrix(train), train.labels, self._matrix(val), val.labels, score)
+        self.head.fit(self._matrix(train), train.labels, self._matrix(val), val.labels, score, masks=train.masks)
         probabilities = self.head.predict_proba(self._matrix(val))
         scores = classification_scores(val.labels, probabilities, self.class_names)
         record = {"epoch": None, "C": self.head.selected_C, "val_ua": scores["ua"], "val_wa": scores["wa"],
@@ -54,6 +58,28 @@ class ClassicalEstimator(Estimator):
                   "validation_scores": {str(k): v for k, v in self.head.validation_scores.items()}}
         receipt = FitReceipt(finished_at=time.time(), best_epoch=None)
         return FitReport(None, float(scores[metric]), [record], scores, receipt)
+
+    def refit_settings(self, report: FitReport):
+        """Refit with the C that validation chose."""
+        C = self.head.selected_C
+        head_config = self.head_config.model_copy(update={"params": {**self.head_config.params, "C": C}})
+        return head_config, self.train_config.model_copy(update={"refit": False}), {"C": C}
+
+    def _check_masks(self, train: SplitData) -> None:
+        """Refuse, with the corpora and classes named, masks a head cannot honour."""
+        if train.masks is None or self.head.supports_masks:
+            return
+        labelled = train.labels >= 0
+        groups = None
+        if train.utt_ids is not None:
+            groups = [str(u).split("/", 1)[0] if "/" in str(u) else "(unnamed corpus)" for u in train.utt_ids[labelled]]
+        lacking = missing_classes(train.masks[labelled], train.labels[labelled], groups)
+        if lacking:
+            what = "; ".join(f"{g} lacks {', '.join(self.class_names[c] for c in cs)}" for g, cs in lacking.items())
+            raise SplitError(
+                f"head {self.head_config.name!r} cannot honour class masks, and some training corpora lack classes "
+                f"that others have ({what}): it would learn that they never occur there. Use logreg or a torch "
+                "head, train on one corpus, or choose a label set every corpus has (e.g. big4)")
 
     def _predict(self, data: SplitData) -> Prediction:
         if len(data) == 0:
