@@ -1,4 +1,4 @@
-"""Manifests of the real shared corpora and their EmoBox splits, made once per session."""
+"""Manifests of the real shared corpora and their EmoBox-rule splits, made once per session."""
 
 from __future__ import annotations
 
@@ -29,4 +29,4 @@ def pooled(manifests) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def emobox_splits(manifests) -> dict[str, Split]:
-    return {c: make_split(manifests[c], "emobox", label_column=label_column_of(c), seed=0) for c in ALL}
+    return {c: make_split(manifests[c], "emobox_coverage", label_column=label_column_of(c), seed=0) for c in ALL}

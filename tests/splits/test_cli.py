@@ -12,9 +12,9 @@ from polyemo.splits import Split, check_leakage
 def test_split_command_saves_a_checked_split(tmp_path, manifests):
     path = mf.save(manifests["emodb"], tmp_path / "emodb")[0]
     out = tmp_path / "split"
-    result = CliRunner().invoke(app, ["split", str(path), "--protocol", "emobox", "--seed", "0", "-o", str(out)], terminal_width=120)
+    result = CliRunner().invoke(app, ["split", str(path), "--protocol", "emobox_coverage", "--seed", "0", "-o", str(out)], terminal_width=120)
     assert result.exit_code == 0, result.output
-    assert "emobox split, seed 0, 2 folds" in result.output
+    assert "emobox_coverage split, seed 0, 2 folds" in result.output
     assert "leakage check passed" in result.output
     split = Split.load(out)
     assert len(split.folds) == 2 and check_leakage(manifests["emodb"], split) == []

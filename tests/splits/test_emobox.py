@@ -1,4 +1,4 @@
-"""EmoBox's speaker-count rule on the six real corpora, made leak-proof."""
+"""EmoBox's speaker-count rule (``emobox_coverage`` / ``emobox_rule``) on the six real corpora, made leak-proof."""
 
 from __future__ import annotations
 
@@ -71,10 +71,10 @@ def test_baved_speakers_46_and_53_are_held_out_together(emobox_splits):
 
 
 def test_same_seed_same_split_other_seed_other_split(manifests, emobox_splits):
-    again = make_split(manifests["ravdess"], "emobox", seed=0)
+    again = make_split(manifests["ravdess"], "emobox_coverage", seed=0)
     assert again.sha256 == emobox_splits["ravdess"].sha256
     assert again == emobox_splits["ravdess"]
-    other = make_split(manifests["ravdess"], "emobox", seed=1)
+    other = make_split(manifests["ravdess"], "emobox_coverage", seed=1)
     assert other.sha256 != again.sha256
     assert [f.test for f in other.folds] != [f.test for f in again.folds]
 
@@ -93,7 +93,7 @@ def test_uneven_rules(manifests):
 
 def test_random_regime_takes_a_quarter_of_each_class_and_keeps_duplicates_together(manifests):
     baved = manifests["baved"]
-    split = make_split(baved, "emobox", label_column="arousal_level", seed=3, balance="identical")
+    split = make_split(baved, "emobox_rule", label_column="arousal_level", seed=3)
     assert split.params["regime"] == "random" and not split.speaker_independent
     (fold,) = split.folds
     assert check_leakage(baved, split) == []
@@ -111,17 +111,31 @@ def test_random_regime_takes_a_quarter_of_each_class_and_keeps_duplicates_togeth
 def test_fewer_than_four_speakers_is_one_random_fold(manifests):
     savee = manifests["savee"]
     three = savee[savee["speaker"] != "savee/DC"]
-    split = make_split(three, "emobox", seed=0)
+    split = make_split(three, "emobox_coverage", seed=0)
     assert split.params["regime"] == "random" and len(split.folds) == 1
     assert split.folds[0].validation and split.folds[0].test
 
 
-def test_emobox_needs_one_corpus(pooled):
-    from polyemo.splits import SplitError
+def test_several_corpora_are_split_one_by_one(pooled, emobox_splits):
+    """A pooled manifest: each corpus gets its own folds, named ``<corpus>.fold_<k>``, the same
+    as splitting it alone with the same seed."""
+    split = make_split(pooled, "emobox_coverage")
+    assert split.params["per_corpus"] and split.speaker_independent
+    for corpus in ("emodb", "ravdess", "savee", "emovo", "urdu"):
+        mine = [f for f in split.folds if f.info["corpus"] == corpus]
+        alone = emobox_splits[corpus].folds
+        assert [f.name for f in mine] == [f"{corpus}.{f.name}" for f in alone]
+        assert [(f.train, f.validation, f.test) for f in mine] == [(f.train, f.validation, f.test) for f in alone]
+    assert len(make_split(pooled, "emobox_coverage", corpus="savee").folds) == 4
 
-    with pytest.raises(SplitError, match="one corpus at a time"):
-        make_split(pooled, "emobox")
-    assert len(make_split(pooled, "emobox", corpus="savee").folds) == 4
+
+def test_rule_and_coverage_differ_only_in_balance(manifests):
+    urdu = manifests["urdu"]
+    rule = make_split(urdu, "emobox_rule")
+    assert rule.protocol == "emobox_rule" and rule.params["balance"] == "identical" and rule.params["regime"] == "random"
+    assert not rule.speaker_independent and rule.folds[0].info["speaker_independent"] is False
+    same = make_split(urdu, "emobox_coverage", balance="identical")
+    assert [f.test for f in same.folds] == [f.test for f in rule.folds]
 
 
 def test_seven_speakers_get_two_folds_not_one(prepared_manifest):
@@ -131,7 +145,7 @@ def test_seven_speakers_get_two_folds_not_one(prepared_manifest):
     ravdess = prepared_manifest("ravdess")
     keep = sorted(ravdess["speaker"].unique())[:7]
     rows = ravdess[ravdess["speaker"].isin(keep)].reset_index(drop=True)
-    split = make_split(rows, protocol="emobox", seed=0)
+    split = make_split(rows, protocol="emobox_coverage", seed=0)
     assert len(split.folds) == 2
     for fold in split.folds:
         assert fold.train and fold.test

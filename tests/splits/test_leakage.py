@@ -46,7 +46,7 @@ def test_one_of_a_baved_duplicate_pair_on_the_other_side_is_caught(manifests, em
     assert first in message and second in message
 
     # In a speaker-dependent split only the hash check can see it.
-    random_split = make_split(baved, "emobox", label_column="arousal_level", balance="identical", seed=0)
+    random_split = make_split(baved, "emobox_rule", label_column="arousal_level", seed=0)
     (fold,) = random_split.folds
     parts = fold.assignment()
     side = parts[first]

@@ -24,7 +24,7 @@ def test_round_trip(saved, manifests):
     assert loaded == split and loaded.sha256 == split.sha256
     assert Split.load(directory / "split.json") == split
     stored = json.loads((directory / "split.json").read_text())
-    assert stored["sha256"] == split.sha256 and stored["seed"] == 0 and stored["protocol"] == "emobox"
+    assert stored["sha256"] == split.sha256 and stored["seed"] == 0 and stored["protocol"] == "emobox_coverage"
     table = pd.read_csv(directory / "fold_1.csv")
     assert list(table.columns) == ["utt_id", "part"]
     assert sorted(table.loc[table["part"] == "test", "utt_id"]) == split.folds[0].test

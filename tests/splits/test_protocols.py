@@ -18,9 +18,12 @@ def speakers_of(manifest: pd.DataFrame, ids) -> set[str]:
 
 def test_registry_lists_every_protocol():
     assert PROTOCOLS.names() == sorted([
-        "cross_corpus", "emobox", "leave_one_corpus_out", "leave_one_language_out", "loso", "official", "speaker_kfold",
+        "cross_corpus", "emobox_coverage", "emobox_official", "emobox_rule", "leave_one_corpus_out",
+        "leave_one_language_out", "loso", "official", "speaker_kfold",
     ])
     assert PROTOCOLS.get("lolo") is PROTOCOLS.get("leave_one_language_out")
+    # Plain "emobox" means EmoBox's published partition; its fold rule has its own names.
+    assert PROTOCOLS.get("emobox") is PROTOCOLS.get("emobox_official")
 
 
 def test_loso_one_fold_per_speaker_group(manifests):

@@ -21,7 +21,7 @@ def _one_or_list(values: list[str]) -> str | list[str]:
 def split(
     manifests: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="one or more manifests (.parquet or .csv)"),
     output: Path = typer.Option(..., "--output", "-o", file_okay=False, help="folder for split.json and the fold CSVs"),
-    protocol: str = typer.Option("emobox", "--protocol", "-p", help="emobox, loso, speaker_kfold, official, leave_one_corpus_out, leave_one_language_out, cross_corpus"),
+    protocol: str = typer.Option("emobox", "--protocol", "-p", help="emobox (= emobox_official: EmoBox's published folds), emobox_coverage / emobox_rule (EmoBox's fold rule), loso, speaker_kfold, official, leave_one_corpus_out, leave_one_language_out, cross_corpus"),
     seed: int = typer.Option(0, help="random seed; the same seed gives the same split"),
     label_column: str = typer.Option("label", help="target column, e.g. label or arousal_level (baved)"),
     validation_fraction: Optional[float] = typer.Option(None, help="share of training speakers held out for validation (default 0.2)"),
@@ -37,7 +37,7 @@ def split(
     from rich.table import Table
 
     from polyemo import manifest as mf
-    from polyemo.splits import LeakageError, SplitError, check_leakage, make_split
+    from polyemo.splits import LeakageError, SplitError, check_leakage, documented_properties, make_split
 
     console = Console()
     try:
@@ -78,5 +78,7 @@ def split(
         raise typer.Exit(1)
     checks = "utt_id, speaker, content-hash" if result.speaker_independent else "utt_id, content-hash (speaker-dependent split)"
     console.print(f"[green]leakage check passed[/green] ({checks}, zero-shot targets, empty parts)")
+    for note in documented_properties(frame, result):  # a published partition, scored as published
+        console.print(f"  note: {note}")
     path = result.save(output)
     console.print(f"saved {path} (sha256 {result.sha256[:12]}) and {len(result.folds)} fold CSVs")

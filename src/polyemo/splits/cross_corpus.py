@@ -19,6 +19,12 @@ the test corpus are counted once (the first utt_id by sort order is kept):
 - ``"class"``: ``m`` = the smallest class count; ``m`` utterances per class, taken one
   speaker at a time in a shuffled speaker order (so speakers are as even as they can be).
 - ``"none"``: every test-corpus utterance of a shared class.
+
+EmoBox's own balanced test sets (``test_set="emobox_track2"``, RAVDESS and SAVEE only):
+the test set is exactly the 240 utterances EmoBox publishes for the target corpus (4
+classes x 60, see :func:`polyemo.splits.emobox_official.track2_test_ids`; ``emobox_root``
+as ``emobox_official``'s ``root``), ``balance`` does not apply, and every class of that set
+must be in the training corpora (else an error names the missing classes).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from polyemo.splits.core import (
 from polyemo.splits.model import Split, SplitError
 
 BALANCE_RULES = ("speaker_class", "class", "none")
+TEST_SETS = ("balanced", "emobox_track2")
 
 
 def _as_list(value: str | list[str] | None, name: str) -> list[str]:
@@ -103,10 +110,14 @@ def cross_corpus(
     balance: str = "speaker_class",
     restrict_train_to_shared: bool = True,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    test_set: str = "balanced",
+    emobox_root: str | None = None,
 ) -> Split:
     """Train on ``train`` corpora, test on a balanced set of each ``test`` corpus."""
     if balance not in BALANCE_RULES:
         raise SplitError(f"unknown balance rule {balance!r}; choose one of {BALANCE_RULES}")
+    if test_set not in TEST_SETS:
+        raise SplitError(f"unknown test_set {test_set!r}; choose one of {TEST_SETS}")
     rng = rng_for(seed)
     rows = labelled_rows(manifest, label_column)
     train_corpora, test_corpora = _as_list(train, "train"), _as_list(test, "test")
@@ -123,18 +134,34 @@ def cross_corpus(
         raise SplitError(f"cross_corpus: no (train, test) pair of different corpora in train={train_corpora} test={test_corpora}")
     folds = []
     for sources, target in pairs:
-        target_rows = rows[rows["corpus"] == target]
+        target_rows = target_all = rows[rows["corpus"] == target]
         pool = rows[rows["corpus"].isin(sources)]
-        shared = sorted(set(pool[label_column]) & set(target_rows[label_column]))
         name = f"{'+'.join(sources)}_to_{target}"
+        fixed = None
+        if test_set == "emobox_track2":
+            from polyemo.splits.emobox_official import track2_test_ids
+
+            fixed, how = track2_test_ids(manifest, target, emobox_root)
+            absent = sorted(set(fixed) - set(target_rows["utt_id"]))
+            if absent:
+                raise SplitError(f"cross_corpus {name}: {len(absent)} of EmoBox's {len(fixed)} test utterances have no "
+                                 f"{label_column!r} in this manifest (a label set or limit drops them), e.g. {absent[:3]}")
+            target_rows = target_rows[target_rows["utt_id"].isin(fixed)]
+            untrained = sorted(set(target_rows[label_column]) - set(pool[label_column]))
+            if untrained:
+                raise SplitError(f"cross_corpus {name}: EmoBox's test set has classes {untrained} that the training corpora lack")
+        shared = sorted(set(pool[label_column]) & set(target_rows[label_column]))
         if not shared:
             raise SplitError(f"cross_corpus {name}: the corpora share no class of {label_column!r}")
         if restrict_train_to_shared:
             pool = pool[pool[label_column].isin(shared)]
-        pool, dropped = drop_touching(pool, target_rows)
+        pool, dropped = drop_touching(pool, target_all)
         candidates = target_rows[target_rows[label_column].isin(shared)]
-        candidates = candidates[~(candidates["content_hash"].notna() & candidates["content_hash"].duplicated())]
-        test_ids, how = balanced_test(candidates, label_column, balance, rng)
+        if fixed is not None:  # EmoBox's set, exactly as published
+            test_ids = fixed
+        else:
+            candidates = candidates[~(candidates["content_hash"].notna() & candidates["content_hash"].duplicated())]
+            test_ids, how = balanced_test(candidates, label_column, balance, rng)
         folds.append(make_fold(
             name, pool, candidates[candidates["utt_id"].isin(test_ids)],
             label_column=label_column, validation_fraction=validation_fraction, rng=rng,
@@ -145,4 +172,6 @@ def cross_corpus(
         "train": train_corpora, "test": test_corpora, "pool_train": pool_train, "balance": balance,
         "restrict_train_to_shared": restrict_train_to_shared, "validation_fraction": validation_fraction,
     }
+    if test_set != "balanced":  # only then, so that splits made before this option keep their hash
+        params["test_set"] = test_set
     return build_split(manifest, "cross_corpus", folds, seed=seed, label_column=label_column, speaker_independent=True, params=params)

@@ -1,4 +1,15 @@
-"""EmoBox's per-corpus fold rule, made leak-proof and given a validation set.
+"""EmoBox's per-corpus fold *rule*, made leak-proof and given a validation set.
+
+Not EmoBox's published partition: that is ``emobox_official`` (plain ``emobox`` is its
+alias), which loads EmoBox's own fold files. The rule is for corpora EmoBox has no folds
+for (baved, your own data). Two protocols, differing only in the default ``balance``:
+
+- ``emobox_rule``: EmoBox's literal speaker-count rule (``balance="identical"``);
+- ``emobox_coverage``: the leak-proof "coverage" variant (``balance="coverage"``).
+
+A manifest with several corpora is split corpus by corpus (each with the same seed), fold
+names ``<corpus>.fold_<k>``, each fold's ``info`` naming its ``corpus``, its ``regime`` and
+whether it is ``speaker_independent``.
 
 For one corpus with S speakers (counted over rows that have a label):
 
@@ -13,11 +24,11 @@ For one corpus with S speakers (counted over rows that have a label):
 
 "Unevenly spread" (``balance``):
 
-- ``"coverage"`` (default): some class is spoken by fewer than ``min_speakers_per_class``
+- ``"coverage"`` (``emobox_coverage``): some class is spoken by fewer than ``min_speakers_per_class``
   (2) speakers, so no speaker-independent fold can have that class both in training and
   in test. This keeps the speaker-count rule for every shared corpus: EmoDB 10 speakers ->
   2 folds, RAVDESS 24 -> 6, EMOVO 6 -> 6, SAVEE 4 -> 4, URDU 29 -> 7, baved 60 -> 15.
-- ``"identical"``: EmoBox's literal test in its ``write_folds``: uneven unless every speaker
+- ``"identical"`` (``emobox_rule``): EmoBox's literal test in its ``write_folds``: uneven unless every speaker
   has exactly the same count of every class. It sends EmoDB, URDU and baved to the random
   regime (EmoBox's published URDU split is indeed one random fold; its EmoDB folds come
   from a predefined list, not from this rule).
@@ -95,8 +106,78 @@ def random_test_groups(rows: pd.DataFrame, label_column: str, test_fraction: flo
     return chosen[groups.ids]
 
 
-@PROTOCOLS.register("emobox")
-def emobox(
+def _one_corpus(
+    rows: pd.DataFrame,
+    *,
+    label_column: str,
+    seed: int,
+    validation_fraction: float,
+    balance: str,
+    min_speakers_per_class: int,
+    test_fraction: float,
+) -> tuple[list, str, int]:
+    """(folds, regime, speakers) of the rule applied to one corpus' labelled rows."""
+    rng = rng_for(seed)
+    corpus = str(rows["corpus"].iloc[0])
+    chosen_regime = regime(rows, label_column, balance, min_speakers_per_class)
+    n_speakers = int(rows["speaker"].nunique())
+    info = {"regime": chosen_regime, "corpus": corpus, "speaker_independent": chosen_regime != "random"}
+    common = dict(label_column=label_column, validation_fraction=validation_fraction, rng=rng)
+    if chosen_regime == "random":
+        in_test = random_test_groups(rows, label_column, test_fraction, rng)
+        folds = [make_fold("fold_1", rows[~in_test], rows[in_test], speaker_independent=False, info=info, **common)]
+    elif chosen_regime == "loso":
+        folds = loso_folds(rows, info=info, **common)
+    else:
+        groups = make_groups(rows, label_column)
+        folds = []
+        for index, members in enumerate(deal_groups(groups, max(2, n_speakers // 4), rng), start=1):
+            in_test = np.isin(groups.ids, members)
+            folds.append(make_fold(f"fold_{index}", rows[~in_test], rows[in_test], info=info, **common))
+    return folds, chosen_regime, n_speakers
+
+
+def emobox_rule_split(
+    manifest: pd.DataFrame,
+    protocol: str,
+    *,
+    label_column: str,
+    seed: int,
+    corpus: str | None,
+    validation_fraction: float,
+    balance: str,
+    min_speakers_per_class: int,
+    test_fraction: float,
+) -> Split:
+    """The rule's folds of one corpus, or of every corpus of the manifest one by one."""
+    rng_for(seed)  # checks the seed
+    rows = labelled_rows(select_corpus(manifest, corpus), label_column)
+    if not 0.0 < test_fraction < 1.0:
+        raise SplitError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if balance not in BALANCE_RULES:
+        raise SplitError(f"unknown balance rule {balance!r}; choose one of {BALANCE_RULES}")
+    corpora = sorted(rows["corpus"].unique())
+    settings = dict(label_column=label_column, seed=seed, validation_fraction=validation_fraction, balance=balance,
+                    min_speakers_per_class=min_speakers_per_class, test_fraction=test_fraction)
+    params = {"corpus": corpora[0] if len(corpora) == 1 else None, "validation_fraction": validation_fraction,
+              "balance": balance, "min_speakers_per_class": min_speakers_per_class, "test_fraction": test_fraction}
+    folds, regimes, speakers = [], {}, {}
+    for name in corpora:
+        part, regimes[name], speakers[name] = _one_corpus(rows[rows["corpus"] == name], **settings)
+        # Several corpora: corpus-prefixed fold names, as every per-corpus protocol names them.
+        folds += part if len(corpora) == 1 else [f.model_copy(update={"name": f"{name}.{f.name}"}) for f in part]
+    if len(corpora) == 1:
+        params.update(regime=regimes[corpora[0]], n_speakers=speakers[corpora[0]])
+    else:
+        params.update(per_corpus=True, regime=regimes, n_speakers=speakers)
+    return build_split(
+        manifest, protocol, folds, seed=seed, label_column=label_column,
+        speaker_independent=all(r != "random" for r in regimes.values()), params=params,
+    )
+
+
+@PROTOCOLS.register("emobox_coverage")
+def emobox_coverage(
     manifest: pd.DataFrame,
     *,
     label_column: str = "label",
@@ -107,38 +188,29 @@ def emobox(
     min_speakers_per_class: int = 2,
     test_fraction: float = 0.25,
 ) -> Split:
-    """EmoBox-style folds of one corpus (pass ``corpus=`` when the manifest holds several)."""
-    rng = rng_for(seed)
-    rows = labelled_rows(select_corpus(manifest, corpus), label_column)
-    corpora = sorted(rows["corpus"].unique())
-    if len(corpora) != 1:
-        raise SplitError(f"emobox splits one corpus at a time; the manifest holds {corpora}: pass corpus=<name>")
-    if not 0.0 < test_fraction < 1.0:
-        raise SplitError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    chosen_regime = regime(rows, label_column, balance, min_speakers_per_class)
-    n_speakers = int(rows["speaker"].nunique())
-    common = dict(label_column=label_column, validation_fraction=validation_fraction, rng=rng)
-    if chosen_regime == "random":
-        in_test = random_test_groups(rows, label_column, test_fraction, rng)
-        folds = [make_fold("fold_1", rows[~in_test], rows[in_test], speaker_independent=False, info={"regime": "random"}, **common)]
-    elif chosen_regime == "loso":
-        folds = loso_folds(rows, info={"regime": "loso"}, **common)
-    else:
-        groups = make_groups(rows, label_column)
-        folds = []
-        for index, members in enumerate(deal_groups(groups, max(2, n_speakers // 4), rng), start=1):
-            in_test = np.isin(groups.ids, members)
-            folds.append(make_fold(f"fold_{index}", rows[~in_test], rows[in_test], info={"regime": "speaker_folds"}, **common))
-    params = {
-        "corpus": corpora[0],
-        "validation_fraction": validation_fraction,
-        "balance": balance,
-        "min_speakers_per_class": min_speakers_per_class,
-        "test_fraction": test_fraction,
-        "regime": chosen_regime,
-        "n_speakers": n_speakers,
-    }
-    return build_split(
-        manifest, "emobox", folds, seed=seed, label_column=label_column,
-        speaker_independent=chosen_regime != "random", params=params,
+    """EmoBox's fold rule, leak-proof "coverage" variant, per corpus (see the module docstring)."""
+    return emobox_rule_split(
+        manifest, "emobox_coverage", label_column=label_column, seed=seed, corpus=corpus,
+        validation_fraction=validation_fraction, balance=balance,
+        min_speakers_per_class=min_speakers_per_class, test_fraction=test_fraction,
+    )
+
+
+@PROTOCOLS.register("emobox_rule")
+def emobox_rule(
+    manifest: pd.DataFrame,
+    *,
+    label_column: str = "label",
+    seed: int = 0,
+    corpus: str | None = None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    balance: str = "identical",
+    min_speakers_per_class: int = 2,
+    test_fraction: float = 0.25,
+) -> Split:
+    """EmoBox's literal speaker-count rule (``balance="identical"``), per corpus."""
+    return emobox_rule_split(
+        manifest, "emobox_rule", label_column=label_column, seed=seed, corpus=corpus,
+        validation_fraction=validation_fraction, balance=balance,
+        min_speakers_per_class=min_speakers_per_class, test_fraction=test_fraction,
     )
