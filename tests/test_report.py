@@ -58,3 +58,23 @@ def test_write_report_folds_and_regression(tmp_path):
     paths = write_report(reg, tmp_path, name="dims")
     assert set(paths) == {"json", "markdown"}
     assert "| arousal |" in paths["markdown"].read_text()
+
+
+def test_fold_report_shows_both_intervals_and_what_was_scored(tmp_path):
+    rng = np.random.default_rng(5)
+    folds = []
+    for k in range(4):
+        y_true = rng.integers(0, 3, 60)
+        y_pred = np.where(rng.random(60) < 0.7, y_true, rng.integers(0, 3, 60))
+        folds.append({"y_true": y_true, "y_pred": y_pred, "groups": [f"f{k}s{i % 5}" for i in range(60)], "name": f"f{k}"})
+    agg = aggregate_folds(folds, ["anger", "neutral", "sadness"], n_boot=200)
+    paths = write_report(agg, tmp_path, name="metrics", title="emodb: loso", summary="UA mean of 4 folds ...")
+    text = paths["markdown"].read_text()
+    assert text.startswith("# emodb: loso\n\nUA mean of 4 folds ...\n")
+    ua = agg.mean_of_folds["ua"]
+    assert f"| {100 * ua.mean:.2f} ± {100 * ua.std:.2f} | [{100 * ua.ci.low:.2f}, {100 * ua.ci.high:.2f}] |" in text
+    assert "mean_of_folds CI: 95 % speaker-cluster bootstrap within folds (200 resamples)" in text
+    assert "pooled CI: 95 % speaker-cluster bootstrap (200 resamples)" in text
+    assert "classes scored: 3 (anger, neutral, sadness)" in text
+    loaded = FoldAggregate.model_validate_json(paths["json"].read_text())
+    assert loaded.mean_of_folds["ua"].ci == ua.ci

@@ -74,23 +74,31 @@ def plot_confusion(
     return path
 
 
-def to_markdown(result: Result, title: str | None = None) -> str:
+def to_markdown(result: Result, title: str | None = None, summary: str | None = None) -> str:
+    """The result's tables under ``title``; ``summary`` (e.g. what was scored, how, with which
+    intervals) goes between the title and the tables."""
     body = result.to_markdown()
+    if summary:
+        body = f"{summary.strip()}\n\n{body}"
     return f"# {title}\n\n{body}\n" if title else body + "\n"
 
 
-def write_report(result: Result, directory: str | os.PathLike[str], name: str = "metrics", title: str | None = None) -> dict[str, Path]:
+def write_report(result: Result, directory: str | os.PathLike[str], name: str = "metrics", title: str | None = None,
+                 summary: str | None = None) -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md`` and, for categorical results, ``<name>_confusion.png``
-    (for folds: the pooled confusion matrix) into ``directory``; returns the paths by kind."""
+    (for folds: the pooled confusion matrix) into ``directory``; returns the paths by kind.
+    ``summary``: a paragraph placed under the title of the markdown page."""
     directory = Path(directory)
     paths = {"json": directory / f"{name}.json", "markdown": directory / f"{name}.md"}
     result.to_json(paths["json"])
     classification = result.pooled if isinstance(result, FoldAggregate) else result
-    markdown = to_markdown(result, title)
+    markdown = to_markdown(result, title, summary)
     if isinstance(classification, ClassificationResult):
         paths["confusion"] = directory / f"{name}_confusion.png"
         caption = "pooled over folds" if isinstance(result, FoldAggregate) else None
-        plot_confusion(classification, paths["confusion"], title=None if caption is None else f"{caption}: UA {100 * classification.ua:.1f}%")
+        plot_confusion(classification, paths["confusion"],
+                       title=None if caption is None else f"{caption}: UA {100 * classification.ua:.1f}%, "
+                       f"{len(classification.evaluated_classes)} classes scored (n={classification.n})")
         markdown += f"\n![confusion matrix]({paths['confusion'].name})\n"
     write_text(paths["markdown"], markdown)
     return paths
