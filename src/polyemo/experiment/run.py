@@ -49,7 +49,7 @@ FOLD_FILE = "fold.json"
 RUN_OUTPUTS = (
     "config.yaml", "config.json", "manifest.csv", "feature_failures.csv", "corpus_failures.csv", "predictions.csv",
     "metrics.json", "metrics.md", "metrics_confusion.png", "by_corpus.json", "layer_weights.png",
-    "layer_selection.png", "cross_corpus.png", "cross_corpus.csv", "report.md", RUN_FILE,
+    "layer_selection.png", "cross_corpus.png", "cross_corpus.csv", "cross_corpus_cells.csv", "report.md", RUN_FILE,
 )
 
 
@@ -70,6 +70,9 @@ class FoldSummary(BaseModel):
     best_epoch: int | None = None
     seconds: float = 0.0
     info: dict[str, Any] = Field(default_factory=dict)
+    #: classes present in the fold's test references (UA and macro-F1 average over these)
+    scored_classes: list[str] = Field(default_factory=list)
+    n_test_speakers: int = 0
 
 
 class RunResult(BaseModel):
@@ -93,6 +96,16 @@ class RunResult(BaseModel):
     n_folds: int
     folds: list[FoldSummary]
     by_corpus: dict[str, dict[str, float]] = Field(default_factory=dict)
+    #: interval of the mean of folds of the primary metric, and of every metric
+    primary_ci: list[float] = Field(default_factory=list)
+    mean_of_folds_ci: dict[str, list[float]] = Field(default_factory=dict)
+    #: how each kind of interval was drawn, e.g. {"mean_of_folds": "95 % speaker-cluster bootstrap within folds ..."}
+    intervals: dict[str, str] = Field(default_factory=dict)
+    #: classes present in the test references (the classes UA averages over) and the normalisation
+    scored_classes: list[str] = Field(default_factory=list)
+    normalisation: str = ""
+    #: the primary metric in one line: mean of folds and pooled, intervals, classes, protocol, normalisation
+    headline: str = ""
     seconds: dict[str, float] = Field(default_factory=dict)
     files: list[str] = Field(default_factory=list)
 
@@ -363,15 +376,22 @@ def _plot_layer_selection(folds: list[dict[str, Any]], path: Path) -> Path | Non
     return path
 
 
-def plot_cross_corpus(matrix: pd.DataFrame, path: Path, title: str = "Cross-corpus UA (%)") -> Path:
-    """Heatmap of a (train corpus x test corpus) table of UA in [0, 1]; NaN cells blank."""
+def plot_cross_corpus(matrix: pd.DataFrame, path: Path, title: str = "Cross-corpus UA (%)",
+                      low: pd.DataFrame | None = None, high: pd.DataFrame | None = None) -> Path:
+    """Heatmap of a (train corpus x test corpus) table of UA in [0, 1]; NaN cells blank.
+
+    ``low``/``high`` (same shape): each cell's interval, written under its value."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from polyemo.io import atomic_path
 
     values = matrix.to_numpy(dtype=float)
-    figure = Figure(figsize=(1.0 * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8), dpi=120)
+    bounds = None
+    if low is not None and high is not None:
+        bounds = (low.reindex(index=matrix.index, columns=matrix.columns).to_numpy(dtype=float),
+                  high.reindex(index=matrix.index, columns=matrix.columns).to_numpy(dtype=float))
+    figure = Figure(figsize=((1.4 if bounds else 1.0) * values.shape[1] + 2.5, 0.8 * values.shape[0] + 1.8), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0)
@@ -386,7 +406,10 @@ def plot_cross_corpus(matrix: pd.DataFrame, path: Path, title: str = "Cross-corp
     for i, row in enumerate(matrix.index):
         for j, column in enumerate(matrix.columns):
             if np.isfinite(values[i, j]):
-                axes.text(j, i, f"{100 * values[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                text = f"{100 * values[i, j]:.1f}"
+                if bounds is not None and np.isfinite(bounds[0][i, j]) and np.isfinite(bounds[1][i, j]):
+                    text += f"\n[{100 * bounds[0][i, j]:.0f}, {100 * bounds[1][i, j]:.0f}]"
+                axes.text(j, i, text, ha="center", va="center", fontsize=8 if bounds is None else 7,
                           color="black" if values[i, j] > 0.6 else "white")
                 if row == column:  # trained and tested on the same corpus (speaker-independent folds)
                     axes.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
@@ -399,16 +422,15 @@ def plot_cross_corpus(matrix: pd.DataFrame, path: Path, title: str = "Cross-corp
     return path
 
 
-def cross_corpus_table(folds: list[FoldSummary]) -> pd.DataFrame | None:
-    """Train corpus x test corpus UA from cross-corpus folds (None when there are none)."""
-    cells = [(" + ".join(f.info["train_corpora"]), f.info["test_corpus"], f.ua)
-             for f in folds if "train_corpora" in f.info and "test_corpus" in f.info]
-    if not cells:
+def cross_corpus_table(cells: pd.DataFrame, column: str = "ua") -> pd.DataFrame | None:
+    """Train corpus x test corpus matrix of ``column`` from the long table of cells made by
+    :func:`polyemo.experiment.scoring.cross_corpus_cells` (every cell pooled over its own test
+    predictions, the same way on and off the diagonal); None when there are no cells."""
+    from polyemo.experiment.scoring import cells_table
+
+    if cells is None or cells.empty:
         return None
-    table = pd.DataFrame(cells, columns=["train", "test", "ua"])
-    rows = sorted(set(table["train"]))
-    columns = sorted(set(table["test"]))
-    return table.pivot_table(index="train", columns="test", values="ua", aggfunc="mean").reindex(index=rows, columns=columns)
+    return cells_table(cells, column)
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -423,29 +445,35 @@ def _pct(value: float) -> str:
 
 
 def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, aggregate, manifest: pd.DataFrame,
-                 feature_failures: int, images: dict[str, str]) -> None:
-    primary = result.primary_metric
-    ci = result.pooled_ci.get(primary)
+                 feature_failures: int, images: dict[str, str],
+                 corpus_classes: dict[str, list[str]] | None = None) -> None:
+    from polyemo.experiment.scoring import class_text, normalisation_text
+
     corpora = manifest.groupby("corpus").agg(utterances=("utt_id", "size"), speakers=("speaker", "nunique"),
                                              language=("language", "first")).reset_index()
-    level = f"{1 - config.metrics.alpha:.0%} {config.metrics.bootstrap_unit}-bootstrap interval"
     protocol_params = f" {json.dumps(config.protocol.params)}" if config.protocol.params else ""
     head_params = f" {json.dumps(config.head.params)}" if config.head.params else ""
     lines = [
         f"# {config.name}",
         "",
-        f"**{primary}** mean over {result.n_folds} folds: **{_pct(result.primary)}%** (± {_pct(result.primary_std)}); "
-        f"pooled: {_pct(result.pooled[primary])}%" + (f" [{_pct(ci[0])}, {_pct(ci[1])}] ({level})" if ci else "") + ".",
+        f"**{result.headline}.**",
+        "",
+        f"Std of the {result.primary_metric} over folds: {_pct(result.primary_std)} points. Every test utterance "
+        "was scored once, by the model of the fold that held it out; no setting was chosen on test scores.",
         "",
         "## Setup",
         "",
-        f"- target: `{config.target}`; classes: {', '.join(result.classes)}",
+        f"- target: `{config.target}`; classes of the experiment: {class_text(result.classes)}",
+        f"- classes scored (present in the test references; UA and macro-F1 average over them): "
+        f"{class_text(result.scored_classes)}",
         f"- protocol: `{result.protocol}`{protocol_params}",
         f"- encoder: `{config.encoder.name}` (precision {config.encoder.precision or 'default'}, layers "
         f"{config.encoder.layers}, selection {config.encoder.select}); features: {config.features}",
-        f"- head: `{config.head.name}`{head_params}; loss: `{config.loss.name}`; normalisation: {config.normalisation}; "
-        f"seed {config.seed}",
+        f"- head: `{config.head.name}`{head_params}; loss: `{config.loss.name}`; "
+        f"normalisation: {normalisation_text(config.normalisation, config.training.get('enrol_clips'))}; seed {config.seed}",
         "- validation: carved from each fold's training speakers; the test part is read once after training",
+        f"- intervals: mean of folds: {result.intervals.get('mean_of_folds', 'none')}; "
+        f"pooled: {result.intervals.get('pooled', 'none')}",
     ]
     if config.limit.active:
         lines.append(f"- **limited** data (smoke test): {config.limit.model_dump(exclude_none=True)}")
@@ -454,14 +482,23 @@ def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, agg
         lines += ["", f"{feature_failures} rows had no features and were left out (feature_failures.csv)."]
     fold_rows = pd.DataFrame([{
         "fold": f.name, "train": f.n_train, "val": f.n_validation, "test": f.n_test,
+        "test speakers": f.n_test_speakers or "",
         "UA %": _pct(f.ua), "WA %": _pct(f.wa), "macro-F1 %": _pct(f.macro_f1),
+        "classes scored": len(f.scored_classes) or "",
         "layer": "" if f.selected_layer is None else f.selected_layer,
         "epoch": "" if f.best_epoch is None else f.best_epoch,
     } for f in result.folds])
     lines += ["", "## Folds", "", _md_table(fold_rows), "", "## Aggregate", "", aggregate.to_markdown()]
     if result.by_corpus:
-        table = pd.DataFrame([{"corpus": c, **{k: _pct(v) for k, v in m.items()}} for c, m in result.by_corpus.items()])
-        lines += ["", "## By test corpus (pooled, %)", "", _md_table(table)]
+        primary = result.primary_metric
+        rows = []
+        for corpus, m in result.by_corpus.items():
+            scored = (corpus_classes or {}).get(corpus, [])
+            rows.append({"corpus": corpus, **{k: _pct(v) for k, v in m.items() if not k.endswith(("_low", "_high"))},
+                         f"{primary} CI": f"[{_pct(m.get(f'{primary}_low', math.nan))}, {_pct(m.get(f'{primary}_high', math.nan))}]",
+                         "classes scored": f"{len(scored)}: {', '.join(scored)}" if scored else ""})
+        lines += ["", f"## By test corpus (pooled, %; CI: {result.intervals.get('pooled_by_corpus', '')})", "",
+                  _md_table(pd.DataFrame(rows))]
     for title, name in images.items():
         lines += ["", f"## {title}", "", f"![{title}]({name})"]
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
@@ -472,21 +509,43 @@ def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, agg
 def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.DataFrame, classes: list[str],
                   predictions: dict[str, pd.DataFrame], fold_info: dict[str, dict[str, Any]],
                   seconds: dict[str, float], feature_failures: int) -> RunResult:
+    from polyemo.experiment.scoring import class_text, cross_corpus_cells, has_speakers, headline, normalisation_text
     from polyemo.heads.layers import plot_layer_weights
     from polyemo.metrics import FoldPredictions, aggregate_folds, evaluate_classification
     from polyemo.report import write_report as write_metrics
 
     names = [f.name for f in split.folds]
-    by_speaker = config.metrics.bootstrap_unit == "speaker"
+    all_predictions = pd.concat([predictions[n] for n in names], ignore_index=True)
+    # Speakers are the resampling unit unless the config says utterances or no row names a speaker.
+    by_speaker = config.metrics.bootstrap_unit == "speaker" and has_speakers(all_predictions["speaker"])
+    n_boot, alpha, seed = config.metrics.n_boot, config.metrics.alpha, config.seed
     fold_predictions = [
         FoldPredictions(y_true=predictions[n]["true"].tolist(), y_pred=predictions[n]["pred"].tolist(), name=n,
-                        groups=predictions[n]["speaker"].tolist() if by_speaker else None)
+                        groups=predictions[n]["speaker"].astype(str).tolist() if by_speaker else None,
+                        # pooled: speakers resampled within each test corpus (every corpus keeps its share)
+                        strata=predictions[n]["corpus"].astype(str).tolist())
         for n in names
     ]
     aggregate = aggregate_folds(fold_predictions, labels=classes, task="classification",
-                                n_boot=config.metrics.n_boot, alpha=config.metrics.alpha, seed=config.seed)
-    write_metrics(aggregate, out_dir, name="metrics", title=f"{config.name}: {config.protocol.canonical}")
-    all_predictions = pd.concat([predictions[n] for n in names], ignore_index=True)
+                                n_boot=n_boot, alpha=alpha, seed=seed, strata_name="test corpora")
+    primary = config.metrics.primary
+    enrol = config.training.get("enrol_clips")  # enrolment clips per speaker (enrolled-speaker)
+    scored = list(aggregate.pooled.evaluated_classes)
+    intervals: dict[str, str] = {}
+    if aggregate.mean_of_folds[primary].ci is not None:
+        intervals["mean_of_folds"] = aggregate.mean_of_folds[primary].ci.describe()
+    if primary in aggregate.pooled.ci:
+        intervals["pooled"] = aggregate.pooled.ci[primary].describe()
+    mean_of_folds_ci = {k: [_finite(s.ci.low), _finite(s.ci.high)] for k, s in aggregate.mean_of_folds.items() if s.ci is not None}
+    pooled = {k: _finite(v) for k, v in aggregate.pooled.summary().items()}
+    pooled_ci = {k: [_finite(c.low), _finite(c.high)] for k, c in aggregate.pooled.ci.items()}
+    line = headline(primary, len(names), _finite(aggregate.mean_of_folds[primary].mean), mean_of_folds_ci.get(primary),
+                    intervals.get("mean_of_folds", ""), pooled[primary], pooled_ci.get(primary), intervals.get("pooled", ""),
+                    scored, split.protocol, config.normalisation, enrol)
+    summary = (f"{line}.\n\nClasses of the experiment: {class_text(classes)}. Protocol `{split.protocol}`; "
+               f"normalisation {normalisation_text(config.normalisation, enrol)}. `mean_of_folds`: each fold scored on its "
+               "own test utterances, then averaged; `pooled`: every test prediction scored together.")
+    write_metrics(aggregate, out_dir, name="metrics", title=f"{config.name}: {config.protocol.canonical}", summary=summary)
     write_table(out_dir / "predictions.csv", all_predictions)
 
     folds = []
@@ -497,17 +556,25 @@ def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.D
             ua=_finite(metrics.ua), wa=_finite(metrics.wa), macro_f1=_finite(metrics.macro_f1),
             classes=info["classes"], selected_layer=info.get("selected_layer"), best_epoch=info.get("best_epoch"),
             seconds=info.get("seconds", 0.0), info=info.get("info", {}),
+            scored_classes=list(metrics.evaluated_classes),
+            n_test_speakers=int(predictions[name]["speaker"].nunique()) if by_speaker else 0,
         ))
 
     by_corpus: dict[str, dict[str, float]] = {}
+    corpus_classes: dict[str, list[str]] = {}
     if all_predictions["corpus"].nunique() > 1:
         report = {}
         for corpus, rows in all_predictions.groupby("corpus", sort=True):
             result = evaluate_classification(rows["true"].tolist(), rows["pred"].tolist(), classes,
-                                             groups=rows["speaker"].tolist() if by_speaker else None,
-                                             n_boot=config.metrics.n_boot, alpha=config.metrics.alpha, seed=config.seed)
+                                             groups=rows["speaker"].astype(str).tolist() if by_speaker else None,
+                                             n_boot=n_boot, alpha=alpha, seed=seed)
             report[str(corpus)] = result.model_dump(mode="json")
             by_corpus[str(corpus)] = {k: _finite(v) for k, v in result.summary().items()}
+            if primary in result.ci:
+                by_corpus[str(corpus)].update({f"{primary}_low": _finite(result.ci[primary].low),
+                                               f"{primary}_high": _finite(result.ci[primary].high)})
+                intervals["pooled_by_corpus"] = result.ci[primary].describe()
+            corpus_classes[str(corpus)] = list(result.evaluated_classes)
         write_json(out_dir / "by_corpus.json", report)
 
     images = {"Confusion matrix (pooled over folds)": "metrics_confusion.png"}
@@ -519,23 +586,29 @@ def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.D
         images["Layer weights"] = "layer_weights.png"
     if _plot_layer_selection([fold_info[n] for n in names], out_dir / "layer_selection.png"):
         images["Layer selection"] = "layer_selection.png"
-    table = cross_corpus_table(folds)
+    cells = cross_corpus_cells(all_predictions, {n: fold_info[n].get("info", {}) for n in names}, classes,
+                               by_speaker=by_speaker, n_boot=n_boot, alpha=alpha, seed=seed, source=config.name)
+    table = cross_corpus_table(cells)
     if table is not None:
         write_table(out_dir / "cross_corpus.csv", table.reset_index())
-        plot_cross_corpus(table, out_dir / "cross_corpus.png", title=f"Cross-corpus UA (%), {config.name}")
+        write_table(out_dir / "cross_corpus_cells.csv", cells)
+        plot_cross_corpus(table, out_dir / "cross_corpus.png", low=cross_corpus_table(cells, "ua_low"),
+                          high=cross_corpus_table(cells, "ua_high"),
+                          title=f"Cross-corpus UA (%), {config.name}: pooled over each cell's test predictions"
+                                + (f"\nbrackets: {cells['interval'].iloc[0]}" if cells["interval"].iloc[0] else ""))
         images["Cross-corpus UA"] = "cross_corpus.png"
 
-    primary = config.metrics.primary
-    pooled = {k: _finite(v) for k, v in aggregate.pooled.summary().items()}
     result = RunResult(
         name=config.name, out_dir=str(out_dir), fingerprint=config.fingerprint(), protocol=split.protocol,
         encoder=config.encoder.name, head=config.head.name, classes=classes, primary_metric=primary,
         primary=_finite(aggregate.mean_of_folds[primary].mean), primary_std=_finite(aggregate.mean_of_folds[primary].std),
-        pooled=pooled, pooled_ci={k: [_finite(c.low), _finite(c.high)] for k, c in aggregate.pooled.ci.items()},
+        pooled=pooled, pooled_ci=pooled_ci,
         mean_of_folds={k: _finite(s.mean) for k, s in aggregate.mean_of_folds.items()},
         n_utterances=len(manifest), n_folds=len(names), folds=folds, by_corpus=by_corpus, seconds=seconds,
+        primary_ci=mean_of_folds_ci.get(primary, []), mean_of_folds_ci=mean_of_folds_ci, intervals=intervals,
+        scored_classes=scored, normalisation=config.normalisation, headline=line,
     )
-    write_report(out_dir, config, result, aggregate, manifest, feature_failures, images)
+    write_report(out_dir, config, result, aggregate, manifest, feature_failures, images, corpus_classes)
     result.files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     result.files.append(RUN_FILE)
     write_json(out_dir / RUN_FILE, result.model_dump(mode="json"))
