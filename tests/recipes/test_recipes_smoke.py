@@ -75,8 +75,11 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
     cells = {c: json.loads((out / "cells" / c / "result.json").read_text()) for c in board["cell"]}
 
     if name == "emobox":
-        assert sorted(board["cell"]) == sorted(["emodb", "ravdess", "savee", "emovo", "urdu", "baved"])
+        assert sorted(board["cell"]) == sorted(["emodb", "ravdess", "savee", "emovo", "urdu", "ased", "baved"])
         assert cells["baved"]["classes"] == ["low", "neutral", "high"]
+        # EmoBox's published folds (a limited manifest is a subset of them); baved has none
+        assert {c: cells[c]["protocol"] for c in cells} == {**{c: "emobox_official" for c in cells}, "baved": "emobox_coverage"}
+        assert all(f["name"].startswith("emodb.fold_") for f in cells["emodb"]["folds"])
         assert "boredom" in cells["emodb"]["classes"] and "calm" in cells["ravdess"]["classes"]
     if name in ("zero-shot", "abhinaya-speech"):
         for result in cells.values():

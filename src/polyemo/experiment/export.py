@@ -138,7 +138,8 @@ def _finite(value: Any) -> float | None:
 def _fold_rows(result: RunResult) -> list[dict[str, Any]]:
     return [{"fold": f.name, "n_test": f.n_test, "ua": _finite(f.ua), "wa": _finite(f.wa),
              "macro_f1": _finite(f.macro_f1), "classes": f.classes,
-             "info": {k: v for k, v in f.info.items() if k in ("corpus", "target", "regime", "test_corpus", "train_corpora")}}
+             "info": {k: v for k, v in f.info.items() if k in ("corpus", "target", "regime", "test_corpus", "train_corpora",
+                                                               "speaker_independent", "shared_speakers")}}
             for f in result.folds]
 
 
@@ -158,7 +159,7 @@ def run_scores(run: Path, result: RunResult) -> dict[str, Any]:
         "mean_of_folds": result.mean_of_folds, "pooled": result.pooled, "pooled_ci": result.pooled_ci,
         "by_corpus": result.by_corpus, "folds": _fold_rows(result),
     }
-    if result.protocol == "emobox":
+    if result.protocol in ("emobox_official", "emobox_coverage", "emobox_rule", "emobox"):
         per_corpus: dict[str, dict[str, Any]] = {}
         for fold in result.folds:
             corpus = fold.info.get("corpus") or (corpora[0] if len(corpora) == 1 else None)
@@ -169,6 +170,7 @@ def run_scores(run: Path, result: RunResult) -> dict[str, Any]:
             folds = entry.pop("folds")
             entry.update(language=languages.get(corpus, "?"), n_folds=len(folds), n_test=sum(f.n_test for f in folds),
                          regime=folds[0].info.get("regime"),
+                         speaker_independent=all(f.info.get("speaker_independent", True) for f in folds),
                          **{m: _mean([_finite(getattr(f, m)) for f in folds]) for m in ("ua", "wa", "macro_f1")})
         scores["per_corpus"] = dict(sorted(per_corpus.items()))
     elif result.protocol == "leave_one_language_out":
@@ -203,16 +205,24 @@ def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], di
     for run_id, scores in runs.items():
         if "per_corpus" in scores:
             table = scores["per_corpus"]
-            rows = [[c, e["language"], e["n_folds"], e.get("regime") or "", e["n_test"], _pct(e["ua"]), _pct(e["wa"]),
-                     _pct(e["macro_f1"])] for c, e in table.items()]
+            rows = [[c, e["language"], e["n_folds"], e.get("regime") or "",
+                     {True: "yes", False: "no"}.get(e.get("speaker_independent"), "?"), e["n_test"], _pct(e["ua"]),
+                     _pct(e["wa"]), _pct(e["macro_f1"])] for c, e in table.items()]
             mean_ua = _mean([e["ua"] for e in table.values()])
             mean_f1 = _mean([e["macro_f1"] for e in table.values()])
-            rows.append(["**mean**", "", "", "", sum(e["n_test"] for e in table.values()), _pct(mean_ua), "", _pct(mean_f1)])
+            rows.append(["**mean**", "", "", "", "", sum(e["n_test"] for e in table.values()), _pct(mean_ua), "", _pct(mean_f1)])
+            if scores["protocol"] in ("emobox_official", "emobox"):
+                folds_are = ("EmoBox's published folds (emobox_official: EmoBox's own train/test files; EmoDB's, URDU's "
+                             "and ASED's share speakers between train and test, as published; validation carved from "
+                             "the training speakers of each fold)")
+            else:
+                folds_are = ("EmoBox's speaker-count fold rule (speaker-independent folds; validation carved from the "
+                             "training speakers of each fold)")
             sections[f"Cross-validated scores per corpus (EmoBox folds, run `{run_id}`)"] = (
-                "Each corpus on its own, with the same recipe: EmoBox's speaker-count fold rule (speaker-independent "
-                "folds; validation carved from the training speakers of each fold), mean over its folds, in %. "
-                "Each fold's model saw only that corpus' training speakers.\n\n"
-                + _table(["corpus", "language", "folds", "regime", "test rows", "UA", "WA", "macro-F1"], rows))
+                f"Each corpus on its own, with the same recipe: {folds_are}, mean over its folds, in %. "
+                "Each fold's model saw only that corpus' training rows.\n\n"
+                + _table(["corpus", "language", "folds", "regime", "speaker-independent", "test rows", "UA", "WA",
+                          "macro-F1"], rows))
             if mean_ua is not None:
                 headline["EmoBox UA, mean over corpora"] = mean_ua
             if mean_f1 is not None:

@@ -172,11 +172,11 @@ def write_config(out_dir: Path, config: ExperimentConfig) -> None:
 def make_experiment_split(config: ExperimentConfig, manifest: pd.DataFrame):
     """The protocol's folds over the experiment's rows (label column ``target``).
 
-    ``emobox`` splits each corpus on its own (fold names ``<corpus>.fold_<k>``);
+    The EmoBox protocols (``emobox_official``, ``emobox_rule``, ``emobox_coverage``) split
+    each corpus on its own themselves (fold names ``<corpus>.fold_<k>``);
     ``cross_corpus`` defaults to every ordered pair of the experiment's corpora.
     """
-    from polyemo.splits import Split, SplitError, assert_no_leakage, make_split
-    from polyemo.splits.model import manifest_sha256
+    from polyemo.splits import SplitError, make_split
 
     protocol = config.protocol.canonical
     params = dict(config.protocol.params)
@@ -185,18 +185,6 @@ def make_experiment_split(config: ExperimentConfig, manifest: pd.DataFrame):
         if protocol == "cross_corpus":
             params.setdefault("train", corpora)
             params.setdefault("test", corpora)
-        if protocol == "emobox" and "corpus" not in params and len(corpora) > 1:
-            folds, independent = [], True
-            for corpus in corpora:
-                part = make_split(manifest, "emobox", label_column=TARGET_COLUMN, seed=config.seed, corpus=corpus, **params)
-                independent &= part.speaker_independent
-                folds += [f.model_copy(update={"name": f"{corpus}.{f.name}", "info": {**f.info, "corpus": corpus}})
-                          for f in part.folds]
-            split = Split(protocol="emobox", params={**params, "per_corpus": True}, seed=config.seed,
-                          label_column=TARGET_COLUMN, speaker_independent=independent,
-                          manifest_sha256=manifest_sha256(manifest), folds=folds)
-            assert_no_leakage(manifest, split)
-            return split
         return make_split(manifest, protocol, label_column=TARGET_COLUMN, seed=config.seed, **params)
     except SplitError as error:
         raise ExperimentError(f"experiment {config.name!r}: cannot split with {protocol}: {error}") from None
