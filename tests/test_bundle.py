@@ -51,7 +51,8 @@ def test_roundtrip_files_config_and_predictions(bundle, shared_corpora):
     assert loaded.dimensions == []
     assert loaded.config.features.encoder == tiny.ENCODER
     assert loaded.config.features.identity == tiny.encoder().identity.as_dict()
-    assert loaded.config.normalisation.mode == "speaker"
+    assert loaded.config.normalisation.mode == "test-speaker"
+    assert "transductive" in (bundle / "MODEL_CARD.md").read_text()
     assert loaded.config.normalisation.params == {"min_utterances": tiny.MIN_UTTERANCES}
     # Only training statistics travel; per-speaker statistics of the training data do not.
     assert sorted(loaded.normalisation_stats) == ["mean", "std"]

@@ -94,3 +94,60 @@ def test_encode_and_decode():
     codes = encode(labels, ["anger", "calm", "fear", None, pd.NA, "sadness"])
     assert codes.tolist() == [0, 2, -1, -1, -1, 3] and codes.dtype == np.int64
     assert decode_indices(labels, [3, 0]) == ["sadness", "anger"]
+
+
+# --- native label sets ------------------------------------------------------------------------
+
+NATIVE = {
+    "emodb": ["anger", "boredom", "disgust", "fear", "happiness", "neutral", "sadness"],
+    "ravdess": ["anger", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"],
+    "savee": ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"],
+    "emovo": ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"],
+    "urdu": ["anger", "happiness", "neutral", "sadness"],
+}
+
+
+def test_native_classes_of_the_shared_corpora(shared_corpora):
+    """Each corpus' own classes after synonym normalisation, read from the shared manifests."""
+    from polyemo.labels import native_classes, native_label_set
+
+    frames = [pd.read_csv(shared_corpora / c / "manifest.csv", dtype=str) for c in NATIVE]
+    manifest = pd.concat(frames, ignore_index=True)
+    assert native_classes(manifest, column="emotion") == NATIVE
+    union = native_label_set(manifest, column="emotion")
+    assert union.name == "native" and union.classes == [
+        "anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+    # per-corpus masks over the union: a corpus only knows its own classes
+    masks = class_masks(manifest.assign(label=manifest["emotion"]), union)
+    assert [c for c, m in zip(union.classes, masks["urdu"]) if m] == NATIVE["urdu"]
+    assert [c for c, m in zip(union.classes, masks["emodb"]) if m] == NATIVE["emodb"]
+
+
+def test_native_is_a_named_set_without_merges():
+    native = label_set("native")
+    assert "other" not in native.classes and "calm" in native.classes and "boredom" in native.classes
+    assert native.map("calm") == "calm" and native.map("bored") == "boredom" and native.map("xxx") is None
+
+
+def test_native_is_the_default_of_in_corpus_protocols():
+    from polyemo.experiment.config import experiment_from_dict
+
+    for protocol, expected in (("loso", "native"), ("speaker_kfold", "native"), ("emobox_rule", "native"),
+                               ("official", "native"), ("cross_corpus", "all"), ("leave_one_language_out", "all")):
+        config = experiment_from_dict({"corpora": ["emodb"], "protocol": protocol})
+        assert config.label_set().name == expected, protocol
+    explicit = experiment_from_dict({"corpora": ["emodb"], "protocol": "loso", "labels": "ekman7"})
+    assert explicit.label_set().name == "ekman7"
+
+
+def test_classes_of_a_native_experiment_are_the_data_classes(shared_corpora):
+    """EmoDB LOSO without a label set: 7 native classes, boredom kept (535 rows, none dropped)."""
+    from polyemo.experiment.config import experiment_from_dict
+    from polyemo.experiment.data import add_target, classes_of
+
+    config = experiment_from_dict({"corpora": ["emodb"], "protocol": "loso"})
+    manifest = pd.read_csv(shared_corpora / "emodb" / "manifest.csv", dtype=str)
+    manifest = manifest.assign(label=manifest["emotion"])
+    labelled = add_target(config, manifest)
+    assert len(labelled) == len(manifest) == 535
+    assert classes_of(config, labelled) == NATIVE["emodb"]

@@ -100,16 +100,31 @@ class FeatureSpec(_Strict):
 class NormalisationSpec(_Strict):
     """How features were normalised in training (a :mod:`polyemo.train.normalise` normaliser).
 
-    ``mode``: none, global, speaker or utterance; ``params``: the normaliser's options
-    (``min_utterances`` for speaker, ``axis`` for utterance). Its statistics (training
-    ``mean``/``std``) are in ``normalisation.safetensors``. At prediction time a speaker
-    normalised model standardises each group (speaker column, folder or recording) of at
-    least ``min_utterances`` units with the group's own statistics; smaller groups fall back
-    to the training statistics.
+    ``mode``: none, global, utterance, test-speaker (read from older bundles as ``speaker``)
+    or enrolled-speaker; ``params``: the normaliser's options (``min_utterances`` for
+    test-speaker, ``enrol`` and ``seed`` for enrolled-speaker, ``axis`` for utterance). Its
+    statistics (training ``mean``/``std``) are in ``normalisation.safetensors``. At
+    prediction time a test-speaker model standardises each group (speaker column, folder or
+    recording) of at least ``min_utterances`` units with all of the group's units; an
+    enrolled-speaker model with ``enrol`` of them (at most all but one); smaller groups fall
+    back to the training statistics.
     """
 
-    mode: Literal["none", "global", "speaker", "utterance"] = "none"
+    mode: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"] = "none"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("mode") == "speaker":
+            return {**value, "mode": "test-speaker"}
+        return value
+
+    def describe(self) -> str:
+        """The mode and what its statistics are (``polyemo.train.normalise.describe_normalisation``)."""
+        from polyemo.train.normalise import describe_normalisation
+
+        return describe_normalisation(self.mode, self.params.get("enrol"))
 
 
 class HeadSpec(_Strict):
@@ -146,7 +161,7 @@ class ModelCard(BaseModel):
             f"| encoder | {features.encoder} ({features.precision}, weights {features.identity.get('weights_hash', '?')}) |",
             f"| features | {features.kind}, layers {features.layers if features.layers is not None else 'all'} |",
             f"| head | {config.head.config.get('name')} |",
-            f"| normalisation | {config.normalisation.mode} |",
+            f"| normalisation | {config.normalisation.describe()} |",
             f"| training corpora | {', '.join(self.corpora) or 'not stated'} |",
             f"| languages | {', '.join(self.languages) or 'not stated'} |",
             f"| protocol | {self.protocol or 'not stated'} |",
@@ -261,7 +276,7 @@ def normaliser_from_bundle(spec: NormalisationSpec, stats: Mapping[str, np.ndarr
     normaliser = NORMALISERS[spec.mode].__new__(NORMALISERS[spec.mode])
     state: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in spec.params.items()}
     state.update(stats)
-    if spec.mode == "speaker":
+    if spec.mode == "test-speaker":
         shape = np.asarray(stats["mean"]).shape
         state.update(speakers=np.array([], dtype=str), speaker_mean=np.zeros((0, *shape)),
                      speaker_std=np.zeros((0, *shape)), speaker_count=np.zeros(0, dtype=np.int64))

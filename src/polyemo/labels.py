@@ -4,6 +4,13 @@ Raw corpus labels are normalised to canonical names (``normalise``). A :class:`L
 then maps canonical names to the classes of an experiment, with merges (calm -> neutral)
 and drops. Corpora that cannot produce a class get a class mask, so training across
 corpora does not teach "never surprise" from a corpus that has no surprise.
+
+The named set ``native`` is each corpus' own classes after synonym normalisation (EmoDB:
+anger, boredom, disgust, fear, happiness, neutral, sadness; RAVDESS: its 8 with calm): it
+holds every canonical class but the catch-all ``other``, and an experiment keeps the
+classes its data has (:func:`native_classes`). For several corpora it is the union of
+their classes, and each corpus' class mask (:func:`class_masks`) holds only its own. It is
+the default label set of the in-corpus protocols (:data:`polyemo.experiment.config.NATIVE_PROTOCOLS`).
 """
 
 from __future__ import annotations
@@ -115,11 +122,29 @@ NAMED_SETS: dict[str, LabelSet] = {
     "poleval6": LabelSet(name="poleval6", classes=[c for c in _EKMAN7 if c != "disgust"]),
     "big4": LabelSet(name="big4", classes=["anger", "happiness", "neutral", "sadness"]),
     "all": LabelSet(name="all", classes=list(CANONICAL)),
+    # Restricted to the classes the data has by whoever uses it (native_classes, classes_of).
+    "native": LabelSet(name="native", classes=[c for c in CANONICAL if c != "other"]),
 }
 
 
+def native_classes(manifest: pd.DataFrame, column: str = "label") -> dict[str, list[str]]:
+    """Per corpus, its own classes (canonical names, in :data:`CANONICAL` order, no ``other``)."""
+    native = NAMED_SETS["native"]
+    out: dict[str, list[str]] = {}
+    for corpus, rows in manifest.groupby("corpus", sort=True):
+        present = set(native.map_series(rows[column]).dropna())
+        out[str(corpus)] = [c for c in native.classes if c in present]
+    return out
+
+
+def native_label_set(manifest: pd.DataFrame, column: str = "label") -> LabelSet:
+    """The ``native`` set of a manifest: the union of its corpora's own classes."""
+    present = {c for classes in native_classes(manifest, column).values() for c in classes}
+    return LabelSet(name="native", classes=[c for c in NAMED_SETS["native"].classes if c in present])
+
+
 def label_set(spec: str | Mapping | LabelSet) -> LabelSet:
-    """A named set (``ekman7``, ``poleval6``, ``big4``, ``all``), a mapping, or a LabelSet.
+    """A named set (``ekman7``, ``poleval6``, ``big4``, ``all``, ``native``), a mapping, or a LabelSet.
 
     A mapping may extend a named set: ``{"base": "big4", "merges": {"calm": "neutral"}}``.
     """

@@ -397,7 +397,7 @@ class _PredictionNormaliser:
             return features, ["none"] * len(features)
         pooled = features[0].ndim == 2
         data = SplitData(np.stack(features) if pooled else list(features), speakers=np.array(groups, dtype=object))
-        if mode != "speaker":
+        if mode not in ("test-speaker", "enrolled-speaker"):
             out = self.normaliser.transform(data).features
             source = "utterance" if mode == "utterance" else "training statistics"
             return list(out), [source] * len(features)
@@ -406,8 +406,13 @@ class _PredictionNormaliser:
         counts: dict[str, int] = {}
         for group in groups:
             counts[group] = counts.get(group, 0) + 1
-        minimum = fresh.min_utterances
         names = {group: "recording" if group.startswith(_OWN_RECORDING) else group for group in counts}
+        if mode == "enrolled-speaker":  # statistics of min(enrol, n - 1) units of each group
+            used = {group: min(fresh.enrol, counts[group] - 1) for group in counts}
+            sources = [f"{names[group]} ({used[group]} enrolment units of {counts[group]})" if used[group] > 0
+                       else f"training statistics ({names[group]}: 1 unit, none to enrol)" for group in groups]
+            return list(out), sources
+        minimum = fresh.min_utterances
         sources = [
             f"{names[group]} ({counts[group]} units)" if counts[group] >= minimum
             else f"training statistics ({names[group]}: {counts[group]} < {minimum} units)"

@@ -30,7 +30,7 @@ SHRUNK = {
     "zero-shot": ("egemaps", 12),
     "cross-corpus": ("egemaps", 12),
     "ser-evals": ("egemaps-lld", 12),
-    "abhinaya-speech": ("egemaps-lld", 8),
+    "attentive-speaker-norm": ("egemaps-lld", 8),
     "default-model": ("egemaps", 16),
 }
 
@@ -81,7 +81,7 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
         assert {c: cells[c]["protocol"] for c in cells} == {**{c: "emobox_official" for c in cells}, "baved": "emobox_coverage"}
         assert all(f["name"].startswith("emodb.fold_") for f in cells["emodb"]["folds"])
         assert "boredom" in cells["emodb"]["classes"] and "calm" in cells["ravdess"]["classes"]
-    if name in ("zero-shot", "abhinaya-speech"):
+    if name in ("zero-shot", "attentive-speaker-norm"):
         for result in cells.values():
             assert [f["name"] for f in result["folds"]] == ["holdout_de", "holdout_en", "holdout_it", "holdout_ur"]
             assert result["primary_metric"] == "macro_f1"
@@ -89,9 +89,9 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
         assert (out / "cells" / "lolo" / "final" / "final.json").is_file()
     if name == "zero-shot":
         assert sorted(board["normalisation"]) == ["normalisation=global", "normalisation=speaker"]
-    if name == "abhinaya-speech":
+    if name == "attentive-speaker-norm":
         assert sorted(board["loss"]) == ["vs", "weighted_focal"]
-    if name in ("ser-evals", "abhinaya-speech"):
+    if name in ("ser-evals", "attentive-speaker-norm"):
         for cell in board["cell"]:
             resolved = json.loads((out / "cells" / cell / "config.json").read_text())["config"]
             assert resolved["features"] == "frames" and resolved["head"]["name"] in ("frame_mlp", "attentive_stats")

@@ -1,4 +1,4 @@
-"""Attentive statistics pooling + MLP (the speech branch of Abhinaya's PolEval model).
+"""Attentive statistics pooling + MLP (Okabe et al., 2018).
 
 A small network scores every frame; the attention-weighted mean and standard deviation
 over the valid frames form the utterance vector (Okabe et al., 2018), which an MLP classifies.

@@ -1,16 +1,29 @@
-"""Feature normalisation before a head: global, per speaker, or per utterance.
+"""Feature normalisation before a head, by name (what a report or a model card says):
 
+* ``none``: the features as the encoder gives them.
 * ``global``: mean/std per layer and dimension, fitted on the TRAINING split only.
-* ``speaker``: each speaker's features are standardised with that speaker's own mean/std,
-  computed from their (unlabelled) features in the split being transformed -- the training
-  speakers in training, the test speakers at test time (PolEval 2025 winner's idea). No
-  labels are used, so it is legitimate on test data. Speakers with fewer than
-  ``min_utterances`` utterances in a call (or unknown speakers) fall back to statistics
-  stored for that speaker by an earlier call, else to the global training statistics.
 * ``utterance``: each utterance on its own, over its frames (``axis="frames"``, per
   dimension, i.e. CMVN) or over its feature dimensions (``axis="features"``, per frame or
   per pooled vector); needs no speakers and no fitting.
+* ``test-speaker`` (alias ``speaker``): each speaker's features are standardised with that
+  speaker's own mean/std, computed from all of their (unlabelled) features in the split
+  being transformed -- the training speakers in training, the test speakers at test time.
+  The idea is the unlabelled speaker adaptation of the PolEval 2025 winner. No labels are
+  used, but it is *transductive*: a test clip's features depend on every other test clip
+  of its speaker, which flatters corpora whose speakers act every emotion equally often.
+  Speakers with fewer than ``min_utterances`` utterances in a call (or unknown speakers)
+  fall back to statistics stored for that speaker by an earlier call, else to the global
+  training statistics.
+* ``enrolled-speaker``: what a deployed system can do. Each speaker's statistics come from
+  ``enrol`` (k) enrolment clips of theirs; in an experiment a test speaker's enrolment clips
+  only feed the statistics and are not scored. :func:`enrolment_rows` chooses them, per
+  speaker, reproducibly from the seed (a speaker with ``n <= k`` clips gives ``n - 1``, so
+  at least one clip stays to be scored; one with a single clip falls back to the global
+  training statistics). Training and validation speakers get their statistics from k clips
+  of theirs chosen the same way (matched conditions). ``transform(data)`` picks the
+  enrolment rows inside ``data``; ``transform(data, enrol=other)`` takes them from ``other``.
 
+:func:`describe_normalisation` gives each name's description for reports and cards.
 Statistics are per layer and dimension, computed in float64 over pooled rows or over all
 valid frames. Every normaliser saves and loads its statistics as arrays (``.npz``), so the
 same transform runs at prediction time.
@@ -19,6 +32,7 @@ same transform runs at prediction time.
 from __future__ import annotations
 
 import os
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import ClassVar, Literal
@@ -29,8 +43,61 @@ import pandas as pd
 from polyemo.io import atomic_path
 from polyemo.train.data import SplitData
 
-NormalisationKind = Literal["none", "global", "speaker", "utterance"]
+NormalisationKind = Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"]
+#: every accepted name, aliases included
+NORMALISATION_NAMES: tuple[str, ...] = ("none", "global", "utterance", "test-speaker", "enrolled-speaker", "speaker")
+#: old names that still resolve
+NORMALISATION_ALIASES: dict[str, str] = {"speaker": "test-speaker"}
+#: default number of enrolment clips per speaker (``enrolled-speaker``)
+DEFAULT_ENROL = 5
+_DESCRIPTIONS: dict[str, str] = {
+    "none": "no normalisation",
+    "global": "mean/std of the training split",
+    "utterance": "each utterance standardised on its own",
+    "test-speaker": "transductive, unlabelled: statistics of all of each test speaker's clips",
+    "enrolled-speaker": "statistics of {k} enrolment clips per speaker, excluded from scoring",
+}
 _TINY = 1e-8
+
+
+def resolve_normalisation(name: str) -> str:
+    """The current name of a normalisation (``speaker`` -> ``test-speaker``); raises for unknown."""
+    name = str(name)
+    name = NORMALISATION_ALIASES.get(name, name)
+    if name not in _DESCRIPTIONS:
+        raise ValueError(f"unknown normalisation {name!r}; use {', '.join(_DESCRIPTIONS)} (speaker = test-speaker)")
+    return name
+
+
+def describe_normalisation(name: str, enrol: int | None = None) -> str:
+    """``test-speaker (transductive, unlabelled: ...)``: the name and what its statistics are.
+
+    ``enrol``: the enrolment clips per speaker of ``enrolled-speaker`` (default 5)."""
+    name = resolve_normalisation(name)
+    text = _DESCRIPTIONS[name].format(k=DEFAULT_ENROL if enrol is None else enrol)
+    return f"{name} ({text})"
+
+
+def enrolment_rows(speakers, k: int, seed: int) -> np.ndarray:
+    """Boolean mask over rows: per known speaker, ``min(k, n - 1)`` of their ``n`` rows.
+
+    The choice for a speaker depends only on the seed, the speaker's name and the order of
+    that speaker's rows, not on the other speakers in ``speakers``, so the same test rows
+    give the same enrolment clips wherever they are chosen. Unknown speakers get none."""
+    if k < 1:
+        raise ValueError(f"enrolment needs k >= 1 clips per speaker, got {k}")
+    speakers = np.asarray(speakers if speakers is not None else [], dtype=object)
+    mask = np.zeros(len(speakers), dtype=bool)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, speaker in enumerate(speakers):
+        if not _is_unknown(speaker):
+            groups[str(speaker)].append(i)
+    for speaker, rows in groups.items():
+        count = min(k, len(rows) - 1)
+        if count > 0:
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(speaker.encode())])
+            mask[np.asarray(rows)[rng.choice(len(rows), size=count, replace=False)]] = True
+    return mask
 
 
 def _safe_std(std: np.ndarray) -> np.ndarray:
@@ -76,6 +143,24 @@ def _is_unknown(speaker) -> bool:
     return speaker is None or (not isinstance(speaker, str) and pd.isna(speaker)) or speaker == ""
 
 
+def _standardise_rows(data: SplitData, chosen: list[tuple[np.ndarray, np.ndarray]]) -> SplitData:
+    """Standardise row i of ``data`` with the statistics ``chosen[i]``."""
+    if data.is_frames:
+        return data.with_features([_apply_frames(f, *chosen[i]) for i, f in enumerate(data.features)])
+    means = np.stack([c[0] for c in chosen]) if chosen else np.zeros((0,) + data.features.shape[1:])
+    stds = np.stack([c[1] for c in chosen]) if chosen else np.ones((0,) + data.features.shape[1:])
+    return data.with_features(_apply(data.features, means, stds))
+
+
+def _speaker_groups(speakers, keep: np.ndarray | None = None) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    if speakers is not None:
+        for i, speaker in enumerate(speakers):
+            if not _is_unknown(speaker) and (keep is None or keep[i]):
+                groups[str(speaker)].append(i)
+    return groups
+
+
 class Normaliser:
     """Base: ``fit`` on training data, ``transform`` any split, ``save``/``load`` statistics."""
 
@@ -112,6 +197,9 @@ class Normaliser:
         normaliser.load_state(state)
         return normaliser
 
+    def describe(self) -> str:
+        return describe_normalisation(self.kind)
+
 
 class GlobalNormaliser(Normaliser):
     kind = "global"
@@ -139,7 +227,9 @@ class GlobalNormaliser(Normaliser):
 
 
 class SpeakerNormaliser(Normaliser):
-    kind = "speaker"
+    """``test-speaker``: each speaker standardised with all of their clips in the call."""
+
+    kind = "test-speaker"
 
     def __init__(self, min_utterances: int = 5) -> None:
         if min_utterances < 1:
@@ -170,11 +260,7 @@ class SpeakerNormaliser(Normaliser):
             speaker = None if data.speakers is None else data.speakers[i]
             stats = None if _is_unknown(speaker) else self.speaker_stats.get(str(speaker))
             chosen.append(stats[:2] if stats is not None else (self.fallback.mean, self.fallback.std))
-        if data.is_frames:
-            return data.with_features([_apply_frames(f, *chosen[i]) for i, f in enumerate(data.features)])
-        means = np.stack([c[0] for c in chosen]) if chosen else np.zeros((0,) + data.features.shape[1:])
-        stds = np.stack([c[1] for c in chosen]) if chosen else np.ones((0,) + data.features.shape[1:])
-        return data.with_features(_apply(data.features, means, stds))
+        return _standardise_rows(data, chosen)
 
     def state(self) -> dict[str, np.ndarray]:
         speakers = sorted(self.speaker_stats)
@@ -197,6 +283,66 @@ class SpeakerNormaliser(Normaliser):
             str(s): (state["speaker_mean"][i], state["speaker_std"][i], int(state["speaker_count"][i]))
             for i, s in enumerate(state["speakers"])
         }
+
+
+TestSpeakerNormaliser = SpeakerNormaliser
+
+
+class EnrolledSpeakerNormaliser(Normaliser):
+    """``enrolled-speaker``: each speaker standardised with the statistics of ``enrol`` of
+    their clips (see the module); speakers without enrolment clips get the training ones."""
+
+    kind = "enrolled-speaker"
+
+    def __init__(self, enrol: int = DEFAULT_ENROL, seed: int = 0) -> None:
+        if enrol < 1:
+            raise ValueError(f"enrol must be >= 1 clip per speaker, got {enrol}")
+        self.enrol = int(enrol)
+        self.seed = int(seed)
+        self.fallback = GlobalNormaliser()
+        #: the enrolment rows of the latest ``transform`` without ``enrol`` (rows of its data)
+        self.last_enrolment: np.ndarray | None = None
+
+    def fit(self, train: SplitData) -> EnrolledSpeakerNormaliser:
+        self.fallback.fit(train)
+        return self
+
+    def enrolment(self, data: SplitData) -> np.ndarray:
+        """The rows of ``data`` this normaliser takes its speakers' statistics from."""
+        return enrolment_rows(data.speakers if data.speakers is not None else [None] * len(data), self.enrol, self.seed)
+
+    def speaker_statistics(self, enrol: SplitData, rows: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per speaker, mean and std over their enrolment rows (``rows``: a mask over ``enrol``)."""
+        return {speaker: moments(enrol.features, index)[:2]
+                for speaker, index in _speaker_groups(enrol.speakers, rows).items()}
+
+    def transform(self, data: SplitData, enrol: SplitData | None = None) -> SplitData:
+        if self.fallback.mean is None:
+            raise RuntimeError("EnrolledSpeakerNormaliser is not fitted (fit it on the training split)")
+        if enrol is None:
+            self.last_enrolment = self.enrolment(data)
+            stats = self.speaker_statistics(data, self.last_enrolment)
+        else:
+            stats = self.speaker_statistics(enrol)
+        fallback = (self.fallback.mean, self.fallback.std)
+        chosen = []
+        for i in range(len(data)):
+            speaker = None if data.speakers is None else data.speakers[i]
+            chosen.append(fallback if _is_unknown(speaker) else stats.get(str(speaker), fallback))
+        return _standardise_rows(data, chosen)
+
+    def describe(self) -> str:
+        return describe_normalisation(self.kind, self.enrol)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"enrol": np.array(self.enrol), "seed": np.array(self.seed),
+                "mean": self.fallback.mean, "std": self.fallback.std}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.enrol, self.seed = int(state["enrol"]), int(state["seed"])
+        self.fallback = GlobalNormaliser()
+        self.fallback.load_state(state)
+        self.last_enrolment = None
 
 
 class UtteranceNormaliser(Normaliser):
@@ -231,14 +377,15 @@ class UtteranceNormaliser(Normaliser):
 
 
 NORMALISERS: dict[str, type[Normaliser]] = {
-    "global": GlobalNormaliser, "speaker": SpeakerNormaliser, "utterance": UtteranceNormaliser,
+    "global": GlobalNormaliser, "utterance": UtteranceNormaliser, "test-speaker": SpeakerNormaliser,
+    "enrolled-speaker": EnrolledSpeakerNormaliser,
+    "speaker": SpeakerNormaliser,  # statistics files written before the rename
 }
 
 
-def make_normaliser(kind: NormalisationKind, **options) -> Normaliser | None:
-    """A fresh normaliser of ``kind`` ("none" gives None)."""
+def make_normaliser(kind: str, **options) -> Normaliser | None:
+    """A fresh normaliser of ``kind`` ("none" gives None; ``speaker`` is ``test-speaker``)."""
+    kind = resolve_normalisation(kind)
     if kind == "none":
         return None
-    if kind not in NORMALISERS:
-        raise ValueError(f"unknown normalisation {kind!r}; use none, {', '.join(NORMALISERS)}")
     return NORMALISERS[kind](**options)
