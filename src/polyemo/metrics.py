@@ -25,9 +25,17 @@ with ``groups`` (speakers) whole groups are resampled (cluster bootstrap), which
 honest interval when utterances of a speaker are correlated.
 
 Folds (``aggregate_folds``): BOTH the mean +- std of per-fold metrics (``mean_of_folds``)
-and the metrics of all folds' predictions pooled together (``pooled``, with intervals).
-They differ -- e.g. CCC pooled over folds rewards getting each fold's offset right -- so
-every number says which one it is.
+and the metrics of all folds' predictions pooled together (``pooled``), each with an
+interval. They differ -- e.g. CCC pooled over folds rewards getting each fold's offset
+right -- so every number says which one it is. The interval of the mean of folds comes from
+a bootstrap within folds: each fold's test speakers (its utterances where a fold has a single
+test speaker) are resampled independently, each fold re-scored and the scores averaged. The
+pooled interval may be stratified (``strata``, e.g. the test corpus), so every stratum keeps
+its share of the resamples.
+
+Pairs (``paired_difference``): the interval of the difference of two systems' mean of folds
+on the same test rows, both re-scored on the same resamples; a system against itself gives
+exactly 0.
 """
 
 from __future__ import annotations
@@ -1021,7 +1029,7 @@ def paired_difference(
     diff = resampler.classification(t_a, p_a, c)[metric] - resampler.classification(t_b, p_b, c)[metric]
 
     def point(t_folds: list[np.ndarray], p_folds: list[np.ndarray]) -> float:
-        return float(np.mean([_classification_from_confusion(confusion_matrix(t, p, labels=np.arange(c)))[metric]
+        return float(np.mean([_classification_from_confusion(np.bincount(t * c + p, minlength=c * c).reshape(c, c))[metric]
                               for t, p in zip(t_folds, p_folds)]))
 
     value = point(t_a, p_a) - point(t_b, p_b)

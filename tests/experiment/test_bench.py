@@ -239,3 +239,18 @@ def test_leaderboard_pairs_cells_on_the_same_test_utterances(tmp_path):
     results_refolded = {ids[0]: results[ids[0]], ids[1]: _result(ids[1], refolded, tmp_path / "refolded")}
     board = leaderboard_rows(cells[:2], results_refolded, {}, "ua", predictions=frames_refolded)
     assert set(board["paired"]) == {"best (reference)", "not paired (different folds)"}
+
+
+def test_cross_corpus_folds_sharing_a_test_corpus_pair_by_name():
+    from polyemo.experiment.scoring import paired_against
+
+    # two folds test the same savee utterances (trained on emodb, and on emovo)
+    one = _frame("savee", {"emodb_to_savee": 48}, 0.5, seed=7)
+    two = _frame("savee", {"emovo_to_savee": 48}, 0.3, seed=8)
+    cell = pd.concat([one, two], ignore_index=True)
+    same = paired_against(cell, cell, CLASSES, "ua", n_boot=200)
+    assert same["diff"] == 0.0 and (same["diff_low"], same["diff_high"]) == (0.0, 0.0)
+    worse = cell.assign(pred=cell["pred"].where(cell.index % 3 != 0, "anger"))
+    assert paired_against(cell, worse, CLASSES, "ua", n_boot=200)["paired"] in ("excludes 0", "includes 0")
+    renamed = cell.assign(fold=cell["fold"].str.replace("emodb", "ravdess"))
+    assert paired_against(cell, renamed, CLASSES, "ua", n_boot=200)["paired"].startswith("not paired")

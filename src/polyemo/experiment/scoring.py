@@ -22,6 +22,7 @@ same way: pooled UA over that cell's test predictions, with its speaker-cluster 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -152,12 +153,15 @@ def fold_predictions(frame: pd.DataFrame, by_speaker: bool = True) -> dict[str, 
     return out
 
 
-def scored_set_key(frame: pd.DataFrame) -> tuple:
-    """What a cell was scored on: the partition of its test utterances into folds, with their labels."""
+def scored_set_key(frame: pd.DataFrame) -> str:
+    """What a cell was scored on: a digest of the partition of its test utterances into folds,
+    with their true labels (equal digests: the same test set in the same folds)."""
     parts = []
     for _, rows in _by_utterance(frame).groupby("fold", sort=False):
-        parts.append((tuple(rows["utt_id"]), tuple(rows["true"].astype(str))))
-    return tuple(sorted(parts))
+        utts = "\x1f".join(rows["utt_id"].to_numpy(dtype=object))
+        truth = "\x1f".join(rows["true"].astype(str).to_numpy(dtype=object))
+        parts.append(f"{utts}\x1e{truth}")
+    return hashlib.sha256("\x1d".join(sorted(parts)).encode()).hexdigest()
 
 
 def _by_utterance(frame: pd.DataFrame) -> pd.DataFrame:
@@ -174,11 +178,20 @@ def paired_against(best: pd.DataFrame, other: pd.DataFrame, classes: Sequence[st
         return {"paired": f"not paired ({why})"}
     best, other = _by_utterance(best), _by_utterance(other)
     a, b = fold_predictions(other, by_speaker), fold_predictions(best, by_speaker)
-    # The folds are matched by their utterances, whatever their names.
-    lookup = {tuple(rows["utt_id"]): b[name] for name, rows in best.groupby("fold")}
+    # Folds are matched by name where the names agree, else by their utterances (cross-corpus
+    # folds of one test corpus share their utterances, so there the names must agree).
+    content_a = {name: "\x1f".join(rows["utt_id"]) for name, rows in other.groupby("fold")}
+    content_b = {name: "\x1f".join(rows["utt_id"]) for name, rows in best.groupby("fold")}
     order = sorted(a)
+    if set(content_a) == set(content_b) and all(content_a[n] == content_b[n] for n in order):
+        match = {name: name for name in order}
+    else:
+        by_content = {text: name for name, text in content_b.items()}
+        if len(by_content) != len(content_b):
+            return {"paired": "not paired (folds differ in name and share test sets)"}
+        match = {name: by_content[content_a[name]] for name in order}
     mine = [a[name] for name in order]
-    theirs = [lookup[tuple(rows["utt_id"])] for _, rows in sorted(other.groupby("fold"), key=lambda item: item[0])]
+    theirs = [b[match[name]] for name in order]
     seen = {v for f in mine + theirs for v in (*f.y_true, *f.y_pred)}
     labels = [c for c in classes if c in seen] + sorted(seen - set(classes))
     ci = paired_difference(mine, theirs, labels, metric, n_boot=n_boot, alpha=alpha, seed=seed)
