@@ -1,8 +1,9 @@
-"""The emobox recipe over the six shared corpora: cold and warm wall time, and its leaderboard.
+"""The emobox recipe over the seven shared corpora: cold and warm wall time, and its leaderboard.
 
     python benchmarks/emobox_recipe.py [--cache DIR] [--skip-cold]
 
-Cold: an empty feature cache (whisper-base on all 5,378 files, then 40 folds); warm: the
+Cold: an empty feature cache (whisper-base on all 7,852 files, then the folds: EmoBox's
+published folds of six corpora, EmoBox's fold rule for baved); warm: the
 same recipe into a new folder with the features cached. Everything runs in this process,
 exactly as ``polyemo bench recipes/emobox.yaml``. Content hashes of the corpora come from
 polyemo's hash cache (the corpora were prepared before). The machine may be shared with
@@ -69,7 +70,7 @@ def main() -> None:
     report["machine"]["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "emobox_recipe.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    lines = ["# emobox recipe (whisper-base, learned layer weights + linear head, EmoBox folds), six corpora", ""]
+    lines = ["# emobox recipe (whisper-base, learned layer weights + linear head, EmoBox's published folds), seven corpora", ""]
     if "cold_seconds" in report:
         lines.append(f"- cold (empty feature cache): **{report['cold_seconds']:.0f} s**, of which feature extraction "
                      f"{report['cold_features_seconds']:.0f} s")
