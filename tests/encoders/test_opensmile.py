@@ -42,3 +42,20 @@ def test_identity_and_bad_input():
     assert {"egemaps", "compare", "egemaps-lld"} <= set(ENCODERS.names())
     with pytest.raises(ValueError, match="wave 0"):
         get_encoder("egemaps").pooled([np.zeros(10, np.float32)])
+
+
+def test_threads_give_the_same_features_in_order(speech, monkeypatch):
+    waves = speech[:6]
+    one = get_encoder("egemaps", threads=1)
+    three = get_encoder("egemaps", threads=3)
+    assert (one.threads, three.threads) == (1, 3)
+    np.testing.assert_array_equal(one.pooled(waves), three.pooled(waves))  # same values, same row order
+    lld = get_encoder("egemaps-lld", threads=2).frames(waves[:3])
+    for wave, frames in zip(waves[:3], lld):
+        np.testing.assert_array_equal(frames.layers, get_encoder("egemaps-lld", threads=1).frames([wave])[0].layers)
+    with pytest.raises(ValueError, match="wave 1"):  # the failing wave is still named
+        three.pooled([waves[0], np.zeros(10, np.float32)])
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # extraction workers set their share
+    assert get_encoder("egemaps").threads == 2
+    with pytest.raises(ValueError, match="threads"):
+        get_encoder("egemaps", threads=0)

@@ -7,12 +7,19 @@
 
 Functionals are utterance-level already: one "layer", no frames (``has_frames`` False).
 The identity's weights hash covers the opensmile version and its configuration files.
+
+openSMILE runs each waveform in a fresh native instance through ctypes, which releases the
+GIL, so a batch is spread over ``threads`` threads of one process (default: the CPUs this
+process may use, or ``$OMP_NUM_THREADS`` when set, as extraction workers set it). Features
+do not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,20 @@ from polyemo.encoders.base import Encoder, EncoderIdentity, FrameFeatures, pool_
 
 # openSMILE's short-time analysis needs a few frames; shorter input yields no LLD frames.
 MIN_SAMPLES = 1600  # 0.1 s
+
+
+def default_threads() -> int:
+    """``$OMP_NUM_THREADS`` when set (extraction workers set it to their share), else the usable CPUs."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+        if value >= 1:
+            return value
+    except ValueError:
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,9 +61,12 @@ def _config_hash() -> str:
 class OpenSmileEncoder(Encoder):
     """One openSMILE feature set at one feature level, on 16 kHz mono float32 waveforms."""
 
-    def __init__(self, name: str, feature_set: str, level: str) -> None:
+    def __init__(self, name: str, feature_set: str, level: str, threads: int | None = None) -> None:
         import opensmile
 
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = threads or default_threads()
         self.name = name
         self.feature_set = feature_set
         self.level = level
@@ -69,19 +93,24 @@ class OpenSmileEncoder(Encoder):
         values = self.smile(wave, self.sample_rate)  # (channels=1, features[, frames])
         return np.asarray(values, dtype=np.float32)[0]
 
+    def _process_all(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        """``_process`` of every wave, in input order, on up to ``threads`` threads."""
+        threads = min(self.threads, len(waves))
+        if threads <= 1:
+            return [self._process(w, i) for i, w in enumerate(waves)]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polyemo-opensmile") as pool:
+            return list(pool.map(self._process, waves, range(len(waves))))
+
     def frames(self, waves: list[np.ndarray]) -> list[FrameFeatures]:
         if not self.has_frames:
             raise NotImplementedError(f"{self.name} gives utterance-level functionals only; use pooled()")
-        out = []
-        for index, wave in enumerate(waves):
-            lld = self._process(wave, index).T  # (frames, features)
-            out.append(FrameFeatures(layers=lld[None], frame_rate=self.frame_rate))
-        return out
+        # (frames, features) per wave, as one layer
+        return [FrameFeatures(layers=lld.T[None], frame_rate=self.frame_rate) for lld in self._process_all(waves)]
 
     def pooled(self, waves: list[np.ndarray]) -> np.ndarray:
         if self.has_frames:
             return np.stack([self.pool(f.layers) for f in self.frames(waves)])
-        return np.stack([self._process(w, i).reshape(1, -1) for i, w in enumerate(waves)])
+        return np.stack([values.reshape(1, -1) for values in self._process_all(waves)])
 
     def pool(self, layers: np.ndarray) -> np.ndarray:
         if not self.has_frames:
@@ -93,18 +122,18 @@ class OpenSmileEncoder(Encoder):
 
 
 @ENCODERS.register("egemaps", "egemaps-functionals")
-def egemaps() -> OpenSmileEncoder:
+def egemaps(threads: int | None = None) -> OpenSmileEncoder:
     """eGeMAPSv02 functionals (88-d)."""
-    return OpenSmileEncoder("egemaps", "eGeMAPSv02", "Functionals")
+    return OpenSmileEncoder("egemaps", "eGeMAPSv02", "Functionals", threads)
 
 
 @ENCODERS.register("compare", "compare-2016")
-def compare() -> OpenSmileEncoder:
+def compare(threads: int | None = None) -> OpenSmileEncoder:
     """ComParE_2016 functionals (6373-d)."""
-    return OpenSmileEncoder("compare", "ComParE_2016", "Functionals")
+    return OpenSmileEncoder("compare", "ComParE_2016", "Functionals", threads)
 
 
 @ENCODERS.register("egemaps-lld")
-def egemaps_lld() -> OpenSmileEncoder:
+def egemaps_lld(threads: int | None = None) -> OpenSmileEncoder:
     """eGeMAPSv02 low-level descriptors (25-d frames at 100 Hz; pooled mean+std, 50-d)."""
-    return OpenSmileEncoder("egemaps-lld", "eGeMAPSv02", "LowLevelDescriptors")
+    return OpenSmileEncoder("egemaps-lld", "eGeMAPSv02", "LowLevelDescriptors", threads)
