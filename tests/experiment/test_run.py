@@ -135,10 +135,13 @@ def test_layer_choice_and_training_never_see_test_rows(shared_corpora, feature_c
     result = run_experiment(config, tmp_path / "layers", progress=False)
     out = Path(result.out_dir)
     split = Split.load(out / "split")
-    assert len(seen) == 3 * (3 + 1)  # per fold: one fit per layer, then the chosen layer
+    # per fold: one fit per layer, then the chosen layer, then its refit on train + validation
+    assert len(seen) == 3 * (3 + 2)
     for index, fold in enumerate(split.folds):
-        for fitted in seen[4 * index: 4 * index + 4]:
+        fits = seen[5 * index: 5 * index + 5]
+        for fitted in fits:
             assert not fitted & set(fold.test)
+        assert fits[-1] == set(fold.train) | set(fold.validation)  # the refit uses every non-test row
         summary = json.loads((out / "folds" / fold.name / "fold.json").read_text())
         scores = {int(k): v for k, v in summary["layer_scores"].items()}
         assert set(scores) == {0, 1, 2}

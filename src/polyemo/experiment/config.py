@@ -6,13 +6,15 @@ Example (every field but ``corpora`` has a default)::
     corpora: [emodb]               # names (recipe + root), {name, root}, or {manifest: path}
     corpora_root: ../shared/corpora  # optional; default :func:`default_corpora_root`
     target: label                  # or arousal_level (baved)
-    labels: ekman7                 # named set, or {base: big4, merges: {calm: neutral}, drops: [...]}
+    labels: ekman7                 # named set (native: each corpus' own classes, the default of
+                                   # in-corpus protocols), or {base: big4, merges: {calm: neutral}}
     protocol: {name: loso, params: {}}
     encoder: {name: whisper-base, precision: fp32, layers: all, select: none}
     features: pooled               # or frames
     head: {name: logreg, params: {C: [0.1, 1.0]}}
     loss: ce                       # or {name: weighted_focal, params: {gamma: 2}}
-    normalisation: speaker         # none | global | speaker | utterance
+    normalisation: global          # none | global | utterance | test-speaker (alias speaker) |
+                                   # enrolled-speaker, or {name: enrolled-speaker, enrol: 5}
     training: {epochs: 30, lr: 0.001}
     seed: 0
     limit: {per_corpus: 40}        # smoke tests: at most N utterances per corpus / per speaker
@@ -40,6 +42,11 @@ CORPORA_ENV = ("POLYEMO_CORPORA", "POLYEMO_SHARED_CORPORA")
 TARGETS = ("label", "arousal_level")
 AROUSAL_LEVELS = ("low", "neutral", "high")
 BEST_ON_VALIDATION = "best-on-validation"
+#: protocols that train and test within each corpus: their default label set is ``native``
+#: (every corpus scored on its own classes, as EmoBox does). The multi-corpus protocols
+#: (cross_corpus, leave_one_language_out, leave_one_corpus_out) keep ``all``, the union of
+#: the corpora's classes with per-corpus masks; a recipe comparing corpora should name its set.
+NATIVE_PROTOCOLS = ("loso", "speaker_kfold", "official", "emobox_rule", "emobox_coverage", "emobox_official")
 
 
 class ConfigError(ValueError):
@@ -253,6 +260,9 @@ class MetricsSpec(_Strict):
 _TRAINING_OWNED = {"loss", "loss_params", "normalisation", "seed", "log_path", "checkpoint_path"}
 
 
+from polyemo.experiment.selection import SelectSpec  # noqa: E402  (light: pydantic only)
+
+
 class ExperimentConfig(_Strict):
     """One experiment: data, target, protocol, encoder, head, loss, training, seed."""
 
@@ -266,7 +276,9 @@ class ExperimentConfig(_Strict):
     features: Literal["pooled", "frames"] = "pooled"
     head: HeadSpec = Field(default_factory=HeadSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
-    normalisation: Literal["none", "global", "speaker", "utterance"] = "none"
+    #: see polyemo.train.normalise; ``speaker`` is read as ``test-speaker``; enrolled-speaker's
+    #: clips per speaker are ``training.enrol_clips`` (or ``{name: enrolled-speaker, enrol: k}``)
+    normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"] = "none"
     training: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     limit: LimitSpec = Field(default_factory=LimitSpec)
@@ -274,6 +286,30 @@ class ExperimentConfig(_Strict):
     #: also train a deployable model on every row of the run (``<run>/final/``, for ``polyemo export``):
     #: true, or the model card's text {name, description, license, limitations}; see polyemo.experiment.final
     final_model: bool | dict[str, Any] = False
+    #: candidate settings chosen inside each fold's training data (validation speakers or an
+    #: inner protocol over the training rows); see polyemo.experiment.selection
+    select: SelectSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalisation_spec(cls, data: Any) -> Any:
+        """``speaker`` -> ``test-speaker``; ``{name: enrolled-speaker, enrol: k}`` -> the name and
+        ``training.enrol_clips: k`` (one place for k, whichever way it is written)."""
+        if not isinstance(data, dict) or "normalisation" not in data:
+            return data
+        value = data["normalisation"]
+        if isinstance(value, dict):
+            value = dict(value)
+            if "name" not in value or set(value) - {"name", "enrol"}:
+                raise ValueError("normalisation: give a name, or {name: enrolled-speaker, enrol: <clips per speaker>}")
+            if "enrol" in value:
+                if value["name"] != "enrolled-speaker":
+                    raise ValueError(f"normalisation: 'enrol' applies to enrolled-speaker, not {value['name']!r}")
+                training = dict(data.get("training") or {})
+                training["enrol_clips"] = value["enrol"]
+                data = {**data, "training": training}
+            value = value["name"]
+        return {**data, "normalisation": "test-speaker" if value == "speaker" else value}
 
     @field_validator("corpora", mode="before")
     @classmethod
@@ -340,10 +376,15 @@ class ExperimentConfig(_Strict):
 
     # --- derived settings ------------------------------------------------------------
     def label_set(self):
-        """The LabelSet of a ``label`` target (``all`` by default)."""
+        """The LabelSet of a ``label`` target; without ``labels``: ``native`` (each corpus' own
+        classes) for the in-corpus protocols (:data:`NATIVE_PROTOCOLS`), ``all`` for the others."""
         from polyemo.labels import label_set
 
-        return label_set(self.labels if self.labels is not None else "all")
+        return label_set(self.labels if self.labels is not None else self.default_labels())
+
+    def default_labels(self) -> str:
+        """The label set used when ``labels`` is not set (see :meth:`label_set`)."""
+        return "native" if self.protocol.canonical in NATIVE_PROTOCOLS else "all"
 
     def train_config(self, **updates: Any):
         from polyemo.train.config import TrainConfig

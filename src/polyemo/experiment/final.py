@@ -103,6 +103,12 @@ class FinalModelInfo(BaseModel):
     best_epoch: int | None = None
     seconds: float = 0.0
     card: FinalModelSpec = Field(default_factory=FinalModelSpec)
+    #: how ``select``'s candidate was chosen (SelectionRecord), None when the config has no select
+    selection: dict[str, Any] | None = None
+    #: the settings the model was trained with after every choice (normalisation, head, loss, layers)
+    chosen: dict[str, Any] = Field(default_factory=dict)
+    #: what the refit on training + validation fixed (None: fitted on the training part only)
+    refit: dict[str, Any] | None = None
 
 
 def final_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -142,6 +148,12 @@ def _limited_label_set(config: ExperimentConfig, classes: list[str]) -> dict[str
     return labels.model_dump(mode="json")
 
 
+def _chosen_settings(config: ExperimentConfig) -> dict[str, Any]:
+    data = config.resolved()
+    return {"normalisation": data["normalisation"], "head": data["head"], "loss": data["loss"],
+            "layers": data["encoder"]["layers"], "layer_select": data["encoder"]["select"]}
+
+
 def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str], *,
                       progress: bool = False) -> FinalModelInfo | None:
     """Train the experiment's final model on all its rows into ``<run>/final/`` (see the module).
@@ -159,15 +171,10 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
 
     from polyemo.cache import features
     from polyemo.experiment.data import TARGET_COLUMN, classes_of, experiment_manifest
-    from polyemo.experiment.run import (
-        ExperimentError,
-        FoldInputs,
-        fold_class_masks,
-        select_layer_on_validation,
-    )
+    from polyemo.experiment.run import ExperimentError, FoldInputs
+    from polyemo.experiment.selection import fit_on_training
     from polyemo.splits.core import carve_validation, labelled_rows, rng_for
     from polyemo.splits.model import manifest_sha256
-    from polyemo.train import build_estimator
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -196,11 +203,7 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
     if val_rows.empty:
         raise ExperimentError(f"experiment {config.name!r}: the final model needs a validation set, "
                               "but the data has fewer than two speakers")
-    masks = fold_class_masks(rows, classes)
     inputs = FoldInputs(manifest, array, list(extracted.layers))
-    train = inputs.split_data(train_rows, classes, masks)
-    val = inputs.split_data(val_rows, classes, masks)
-    head_config = config.head.head_config()
 
     # Everything goes to a staging folder first: an old final model stays until the new one is whole.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,29 +212,26 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
     staging.mkdir()
     try:
         train_config = config.train_config(show_progress=progress, log_path=staging / "training_log.jsonl")
-        encoder_layers = [int(x) for x in extracted.layers]
-        selected, layer_scores = None, {}
-        if config.encoder.select == "best-on-validation" and train.num_layers > 1:
-            selected, layer_scores = select_layer_on_validation(train, val, head_config, train_config, classes)
-            train, val = train.select_layer(selected), val.select_layer(selected)
-            layer_scores = {str(encoder_layers[i]): float(s) for i, s in layer_scores.items()}
-            encoder_layers = [encoder_layers[selected]]
-        estimator = build_estimator(head_config, train_config, len(classes), classes)
-        report = estimator.fit(train, val)
-        estimator.save(staging / ESTIMATOR_DIR)
+        # The same choices as every fold's, made on these rows alone: for the final model all
+        # rows are training rows (an inner protocol in ``select`` runs over all of them).
+        fitted = fit_on_training(config, train_rows, val_rows, inputs, classes, train_config)
+        fitted.estimator.save(staging / ESTIMATOR_DIR)
+        report = fitted.report
         info = FinalModelInfo(
             experiment=config.name, fingerprint=config.fingerprint(), manifest_sha256=digest,
-            encoder=config.encoder.name, identity=dict(extracted.encoder), encoder_layers=encoder_layers,
+            encoder=config.encoder.name, identity=dict(extracted.encoder), encoder_layers=fitted.encoder_layers,
             features=config.features, target=config.target, classes=classes,
             label_set=_limited_label_set(config, classes),
             corpora=sorted(manifest["corpus"].astype(str).unique()),
             languages=sorted(manifest["language"].astype(str).unique()),
             n_train=len(train_rows), n_validation=len(val_rows),
             validation_speakers=sorted(val_rows["speaker"].astype(str).unique()),
-            selected_layer=None if selected is None else encoder_layers[0], layer_scores=layer_scores,
+            selected_layer=fitted.selected_layer, layer_scores=fitted.layer_scores,
             validation={k: (None if report.val_metrics.get(k) is None else float(report.val_metrics[k]))
                         for k in ("ua", "wa", "macro_f1")},
             best_epoch=report.best_epoch, seconds=round(time.perf_counter() - started, 3), card=spec,
+            selection=None if fitted.selection is None else fitted.selection.model_dump(mode="json"),
+            chosen=_chosen_settings(fitted.config), refit=fitted.refit,
         )
         write_json(staging / INFO_FILE, info.model_dump(mode="json"))
         target = final_dir(run_dir)

@@ -263,7 +263,8 @@ def select_layer_on_validation(train, val, head_config, train_config, classes) -
 def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inputs: FoldInputs,
              classes: list[str], fold_dir: Path, show_progress: bool) -> pd.DataFrame:
     """Train on the fold's train part, select on validation, predict the test part once."""
-    from polyemo.train import SealedSplit, train_and_evaluate
+    from polyemo.experiment.selection import fit_on_training
+    from polyemo.train import SealedSplit
 
     started = time.perf_counter()
     train_rows, val_rows, test_rows = parts["train"], parts["validation"], parts["test"]
@@ -274,29 +275,28 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
         raise ExperimentError(
             f"fold {fold.name}: no validation rows (its training part has fewer than two speakers); "
             "raise limit.per_corpus or choose another protocol")
-    masks = fold_class_masks(pd.concat([train_rows, val_rows]), fold_classes)
-    train = inputs.split_data(train_rows, fold_classes, masks)
-    val = inputs.split_data(val_rows, fold_classes, masks)
-    head_config = config.head.head_config()
     fold_dir.mkdir(parents=True, exist_ok=True)
     train_config = config.train_config(show_progress=show_progress, log_path=fold_dir / "training_log.jsonl")
+    # Every choice (candidates, layer, C, epoch) and the refit see the train/validation rows only.
+    fitted = fit_on_training(config, train_rows, val_rows, inputs, fold_classes, train_config)
+    estimator, report = fitted.estimator, fitted.report
 
-    selected, layer_scores = None, {}
-    if config.encoder.select == "best-on-validation" and train.num_layers > 1:
-        selected, layer_scores = select_layer_on_validation(train, val, head_config, train_config, fold_classes)
-        train, val = train.select_layer(selected), val.select_layer(selected)
     # The test part is built (and sealed) only after every choice was made on train/validation.
-    test_data = inputs.split_data(test_rows, fold_classes, masks)
-    if selected is not None:
-        test_data = test_data.select_layer(selected)
+    masks = fold_class_masks(pd.concat([train_rows, val_rows]), fold_classes)
+    test_data = fitted.prepare(inputs.split_data(test_rows, fold_classes, masks), inputs.layers)
     test = SealedSplit(test_data, name=f"{fold.name} test")
-    result = train_and_evaluate(train, val, test, head_config, train_config, class_names=fold_classes)
+    prediction = estimator.predict(test.open(report.receipt))
+    # enrolled-speaker normalisation: each test speaker's enrolment clips only fed its statistics
+    enrolment = getattr(estimator.normaliser, "enrolment", None)
+    scored = ~enrolment(test_data) if enrolment is not None else np.ones(len(test_rows), dtype=bool)
+    test_rows, n_enrolment = test_rows[scored], int((~scored).sum())
+    prediction = type(prediction)(prediction.probabilities[scored], {k: v[scored] for k, v in prediction.outputs.items()})
 
     # Probabilities over the experiment's classes (0 for classes this fold never trained on).
     probabilities = np.zeros((len(test_rows), len(classes)))
     for j, name in enumerate(fold_classes):
-        probabilities[:, classes.index(name)] = result.probabilities[:, j]
-    predicted = [fold_classes[i] for i in result.predictions]
+        probabilities[:, classes.index(name)] = prediction.probabilities[:, j]
+    predicted = [fold_classes[i] for i in prediction.predictions]
     frame = pd.DataFrame({
         "utt_id": test_rows["utt_id"].astype(str).to_numpy(),
         "corpus": test_rows["corpus"].astype(str).to_numpy(),
@@ -310,18 +310,23 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
         frame[f"p_{name}"] = probabilities[:, j]
     write_table(fold_dir / "predictions.csv", frame)
 
-    layer_ids = inputs.layers
-    weights = result.layer_weights
+    weights = estimator.layer_weights()
     summary = {
         "name": fold.name,
         "classes": fold_classes,
         "n_train": len(train_rows), "n_validation": len(val_rows), "n_test": len(test_rows),
-        "selected_layer": None if selected is None else int(layer_ids[selected]),
-        "layer_scores": {str(layer_ids[i]): s for i, s in layer_scores.items()},
-        "layers": [int(x) for x in layer_ids],
-        "best_epoch": result.best_epoch,
-        "val_metrics": {k: result.val_metrics.get(k) for k in ("ua", "wa", "macro_f1")},
-        "history": result.history,
+        "n_enrolment": n_enrolment,  # test clips that only fed enrolled-speaker statistics (not in n_test)
+        # rows the scored model was trained on: train + validation after a refit
+        "n_fit": (fitted.refit or {}).get("n_rows", len(train_rows)),
+        "refit": fitted.refit,
+        "selected_layer": fitted.selected_layer,
+        "layer_scores": fitted.layer_scores,
+        "layers": fitted.encoder_layers,
+        "loaded_layers": [int(x) for x in inputs.layers],
+        "selection": None if fitted.selection is None else fitted.selection.model_dump(mode="json"),
+        "best_epoch": report.best_epoch,
+        "val_metrics": {k: report.val_metrics.get(k) for k in ("ua", "wa", "macro_f1")},
+        "history": report.history,
         "layer_weights": None if weights is None else np.asarray(weights).tolist(),
         "seconds": round(time.perf_counter() - started, 3),
         "info": fold.info,

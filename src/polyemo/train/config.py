@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TrainConfig(BaseModel):
@@ -23,6 +23,13 @@ class TrainConfig(BaseModel):
     fresh random subset with as many rows of each class as the rarest class has); both
     leave out rows without an emotion label (-1).
     ``normalisation``: see :mod:`polyemo.train.normalise`.
+
+    ``refit`` (default): once validation has chosen ``C`` or the epoch, the model is trained
+    again on training + validation rows with those settings fixed, as scikit-learn's
+    ``GridSearchCV(refit=True)`` does (torch heads: for the chosen number of epochs); the
+    validation speakers are not wasted. ``refit: false`` keeps the model fitted on the
+    training part only. ``checkpoint``: ``best`` (the epoch best on validation) or ``last``
+    (the final epoch; what a refit uses, since it has no held-out rows left).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,15 +45,19 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(5, ge=1)
     min_delta: float = Field(0.0, ge=0)
     selection_metric: Literal["macro_f1", "ua"] = "macro_f1"
+    refit: bool = True
+    checkpoint: Literal["best", "last"] = "best"
     seed: int = 0
     deterministic: bool = True
     sampling: Literal["none", "class_balanced", "undersample"] = "none"
     loss: str = "ce"
     loss_params: dict[str, Any] = Field(default_factory=dict)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    normalisation: Literal["none", "global", "speaker", "utterance"] = "none"
+    normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"] = "none"
     utterance_axis: Literal["frames", "features"] = "frames"
     speaker_min_utterances: int = Field(5, ge=1)
+    #: enrolment clips per speaker of ``enrolled-speaker`` normalisation (chosen with ``seed``)
+    enrol_clips: int = Field(5, ge=1)
     device: str = "cpu"
     #: torch CPU threads while training (None: leave torch's setting). Small heads run far
     #: faster on one thread, and a fixed count keeps float reductions identical across runs.
@@ -70,9 +81,17 @@ class TrainConfig(BaseModel):
         except Exception as error:
             raise ValueError(f"{path}: invalid training config: {error}") from error
 
+    @field_validator("normalisation", mode="before")
+    @classmethod
+    def _normalisation_alias(cls, value: Any) -> Any:
+        # "speaker" was the name of test-speaker normalisation
+        return "test-speaker" if value == "speaker" else value
+
     def normaliser_options(self) -> dict[str, Any]:
-        if self.normalisation == "speaker":
+        if self.normalisation == "test-speaker":
             return {"min_utterances": self.speaker_min_utterances}
+        if self.normalisation == "enrolled-speaker":
+            return {"enrol": self.enrol_clips, "seed": self.seed}
         if self.normalisation == "utterance":
             return {"axis": self.utterance_axis}
         return {}

@@ -123,6 +123,33 @@ class SplitData:
         return SplitData(features, pick(self.labels), pick(self.masks), pick(self.speakers),
                          pick(self.utt_ids), pick(self.gender), pick(self.avd))
 
+    @classmethod
+    def concat(cls, parts: Sequence[SplitData]) -> SplitData:
+        """The rows of ``parts`` one after another (e.g. training + validation for a refit)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise SplitError("nothing to concatenate")
+        if len({p.is_frames for p in parts}) > 1:
+            raise SplitError("cannot concatenate pooled and frame features")
+
+        def join(name: str):
+            values = [getattr(p, name) for p in parts]
+            if all(v is None for v in values):
+                return None
+            template = next(v for v in values if v is not None)
+            # A part without the column gets its "unknown" value (label -1, gender -1, NaN, all classes).
+            fill = {"labels": -1, "gender": -1, "avd": np.nan, "masks": True, "speakers": None, "utt_ids": None}[name]
+            return np.concatenate([v if v is not None else np.full((len(p), *template.shape[1:]), fill,
+                                                                    dtype=template.dtype)
+                                   for v, p in zip(values, parts)])
+
+        if parts[0].is_frames:
+            features = [f for p in parts for f in p.features]
+        else:
+            features = np.concatenate([p.features for p in parts])
+        return cls(features, join("labels"), join("masks"), join("speakers"), join("utt_ids"),
+                   join("gender"), join("avd"))
+
     def select_layer(self, layer: int) -> SplitData:
         """Keep one layer (negative counts from the top) as a one-layer split."""
         if not -self.num_layers <= layer < self.num_layers:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,11 @@ class Estimator(ABC):
                              f"the head was trained on {self.num_layers} of dim {self.feature_dim}")
         return prepared
 
+    def refit_settings(self, report: FitReport) -> tuple[HeadConfig, TrainConfig, dict[str, Any]]:
+        """Head and training configs with validation's choices fixed, for a refit on
+        training + validation rows, and a record of what was fixed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be refitted")
+
     # ------------------------------------------------------------------ subclasses
     @abstractmethod
     def _fit(self, train: SplitData, val: SplitData) -> FitReport: ...
@@ -183,6 +189,30 @@ def build_estimator(head_config: HeadConfig, train_config: TrainConfig, num_clas
     from polyemo.train.trainer import Trainer
 
     return Trainer(head_config, train_config, num_classes, class_names)
+
+
+def fit_and_refit(head_config: HeadConfig, train_config: TrainConfig, num_classes: int,
+                  class_names: list[str] | None, train: SplitData, val: SplitData,
+                  callbacks: Sequence = ()) -> tuple[Estimator, FitReport, dict[str, Any] | None]:
+    """Fit on ``train`` choosing on ``val``; then, with ``train_config.refit``, train a fresh
+    estimator with those choices fixed on ``train + val`` (the one returned).
+
+    The returned report is the SELECTION fit's (its validation curve and scores, and the
+    receipt that opens the test split); the third value records the refit (None without).
+    """
+    estimator = build_estimator(head_config, train_config, num_classes, class_names)
+    if callbacks:
+        if not hasattr(estimator, "callbacks"):
+            raise ValueError(f"{type(estimator).__name__} takes no callbacks")
+        estimator.callbacks.extend(callbacks)
+    report = estimator.fit(train, val)
+    if not train_config.refit or len(val) == 0:
+        return estimator, report, None
+    refit_head, refit_train, fixed = estimator.refit_settings(report)
+    refitted = build_estimator(refit_head, refit_train, num_classes, class_names)
+    both = SplitData.concat([train, val])
+    refitted.fit(both, both)  # nothing is chosen on the second argument (fixed settings)
+    return refitted, report, {"n_rows": len(both), "n_train": len(train), "n_validation": len(val), **fixed}
 
 
 def load_estimator(directory: str | os.PathLike[str]) -> Estimator:

@@ -13,7 +13,7 @@ from polyemo.heads.model import HeadConfig
 from polyemo.train.adapters import classification_scores
 from polyemo.train.config import TrainConfig
 from polyemo.train.data import SealedSplit, SplitData
-from polyemo.train.estimator import Estimator, build_estimator
+from polyemo.train.estimator import Estimator, fit_and_refit
 
 
 @dataclass
@@ -37,6 +37,8 @@ class FoldResult:
     layer_weights: np.ndarray | None
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     estimator: Estimator | None = field(default=None, repr=False)
+    #: what the refit on training + validation fixed (None: no refit)
+    refit: dict[str, Any] | None = None
 
     def predictions_frame(self) -> pd.DataFrame:
         """One row per test utterance: utt_id, label, prediction and a probability per class."""
@@ -60,6 +62,7 @@ class FoldResult:
             "history": self.history,
             "layer_weights": None if self.layer_weights is None else self.layer_weights.tolist(),
             "n_test": len(self.predictions),
+            "refit": self.refit,
         }
 
 
@@ -75,7 +78,8 @@ def _num_classes(class_names: Sequence[str] | None, *splits: SplitData) -> int:
 def train_and_evaluate(train: SplitData, val: SplitData, test: SplitData | SealedSplit,
                        head_config: HeadConfig, train_config: TrainConfig,
                        class_names: Sequence[str] | None = None, callbacks: Sequence = ()) -> FoldResult:
-    """Fit on ``train``, choose the checkpoint on ``val``, then open ``test`` once and predict it.
+    """Fit on ``train``, choose the checkpoint on ``val``, refit on both with the choices fixed
+    (``train_config.refit``), then open ``test`` once and predict it.
 
     ``test`` is wrapped in a :class:`SealedSplit` at once (if it is not already): it opens
     only with the receipt that a finished ``fit`` returns, so no training or selection step
@@ -83,12 +87,8 @@ def train_and_evaluate(train: SplitData, val: SplitData, test: SplitData | Seale
     """
     sealed = test if isinstance(test, SealedSplit) else SealedSplit(test)
     num_classes = _num_classes(class_names, train, val)
-    estimator = build_estimator(head_config, train_config, num_classes, list(class_names) if class_names else None)
-    if callbacks:
-        if not hasattr(estimator, "callbacks"):
-            raise ValueError(f"{type(estimator).__name__} takes no callbacks")
-        estimator.callbacks.extend(callbacks)
-    report = estimator.fit(train, val)
+    estimator, report, refit = fit_and_refit(head_config, train_config, num_classes,
+                                             list(class_names) if class_names else None, train, val, callbacks)
 
     test_data = sealed.open(report.receipt)
     prediction = estimator.predict(test_data)
@@ -108,4 +108,5 @@ def train_and_evaluate(train: SplitData, val: SplitData, test: SplitData | Seale
         layer_weights=estimator.layer_weights(),
         outputs=prediction.outputs,
         estimator=estimator,
+        refit=refit,
     )

@@ -228,7 +228,7 @@ class Trainer(Estimator):
                     scores = classification_scores(val.labels, outputs["emotion"], self.class_names)
                     metrics = {"ua": scores["ua"], "wa": scores["wa"], "macro_f1": scores["macro_f1"]}
                     score = self._selection_score(epoch, metrics)
-                    improved = score > best_score + cfg.min_delta or best_state is None
+                    improved = score > best_score + cfg.min_delta or best_state is None or cfg.checkpoint == "last"
                     record = {"epoch": epoch, **{f"train_{k}": v / micro_batches for k, v in sums.items()},
                               "val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()},
                               "lr": lr, "seconds": round(time.perf_counter() - started, 4), "best": improved}
@@ -244,7 +244,7 @@ class Trainer(Estimator):
                     self._emit("epoch_end", epoch=epoch, record=record, model=model)
                     progress.update(epochs_task, advance=1, status=(
                         f"val {cfg.selection_metric} {score:.3f} (best {best_score:.3f} @ {best_epoch})"))
-                    if cfg.patience is not None and stale >= cfg.patience:
+                    if cfg.patience is not None and stale >= cfg.patience and cfg.checkpoint == "best":
                         break
 
             model.load_state_dict(best_state)
@@ -253,6 +253,15 @@ class Trainer(Estimator):
         receipt = FitReceipt(finished_at=time.time(), best_epoch=best_epoch)
         self._emit("fit_end", best_epoch=best_epoch, receipt=receipt)
         return FitReport(best_epoch, best_score, history, best_metrics, receipt)
+
+    def refit_settings(self, report: FitReport):
+        """Retrain for the epoch count validation chose, keeping the last epoch."""
+        epochs = int(report.best_epoch or self.train_config.epochs)
+        log = self.train_config.log_path
+        train_config = self.train_config.model_copy(update={
+            "epochs": epochs, "patience": None, "checkpoint": "last", "refit": False, "checkpoint_path": None,
+            "log_path": None if log is None else log.with_name(log.stem + ".refit" + log.suffix)})
+        return self.head_config, train_config, {"epochs": epochs}
 
     def _selection_score(self, epoch: int, metrics: dict[str, float]) -> float:
         """The validation number that selects the checkpoint (a method, so tests can script it)."""
