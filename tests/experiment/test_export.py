@@ -100,7 +100,8 @@ def test_export_roundtrip_predicts_like_the_final_model(final_run, tmp_path):
     assert exported.config.features.encoder == "egemaps" and exported.config.features.layers == [0]
     card = exported.card_markdown
     assert "A test model." in card and "research use" in card and "Fifty utterances." in card
-    assert "Scores of run" in card and "50 utterances" not in card  # 50 rows = train + validation
+    assert "Scores of run" in card
+    assert "refitted on all 50 utterances" in card  # 50 rows = train + validation, refitted after the choice of C
     metrics = exported.metrics
     assert metrics["runs"]["run"]["mean_of_folds"]["ua"] == pytest.approx(result.mean_of_folds["ua"])
     assert metrics["final_model"]["n_train"] + metrics["final_model"]["n_validation"] == 50

@@ -84,7 +84,7 @@ def test_logreg_without_masks_equals_scikit_learn(classes, class_weight):
         np.testing.assert_allclose(ours.predict_proba(x), reference.predict_proba(x), atol=1e-5)
         assert ours.coef_.shape == reference.coef_.shape
     # the head (scaler + regression) against scikit-learn's pipeline
-    head = HEADS.get("logreg")(12, classes, C=0.5, class_weight=class_weight).fit(x * 10 + 3, y)
+    head = HEADS.get("logreg")(12, classes, C=0.5, class_weight=class_weight, tol=1e-9).fit(x * 10 + 3, y)
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

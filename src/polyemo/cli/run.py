@@ -60,10 +60,6 @@ def run(
     except (ConfigError, ExperimentError) as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from None
-    primary = result.primary_metric
-    ci = result.pooled_ci.get(primary)
-    ci_text = f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else ""
-    console.print(
-        f"{result.name}: {primary} {100 * result.primary:.2f}% ± {100 * result.primary_std:.2f} over {result.n_folds} folds; "
-        f"pooled {100 * result.pooled[primary]:.2f}%{ci_text}; {result.seconds.get('total', 0):.1f} s")
+    # The headline names the classes scored, the protocol, the normalisation and both intervals.
+    console.print(f"{result.name}: {escape(result.headline)}; {result.seconds.get('total', 0):.1f} s")
     console.print(f"report: {Path(result.out_dir) / 'report.md'}")

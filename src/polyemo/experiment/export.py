@@ -256,10 +256,52 @@ def training_section(info: FinalModelInfo) -> str:
     return (
         f"The bundled model was trained once more on every row of the run: {info.n_train} utterances for training "
         f"and {info.n_validation} utterances of {len(info.validation_speakers)} held-out speakers for validation "
-        f"(model selection only), from {', '.join(info.corpora)} ({', '.join(info.languages)}). "
+        f"({'model selection, then refitted on both' if info.refit else 'model selection only'}), "
+        f"from {', '.join(info.corpora)} ({', '.join(info.languages)}). "
         f"Encoder layers read: {layers}{chosen}. Validation scores: UA {_pct(info.validation.get('ua'))}%, "
         f"macro-F1 {_pct(info.validation.get('macro_f1'))}%."
     )
+
+
+def _candidate_text(candidate: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {json.dumps(v) if not isinstance(v, str) else v}" for k, v in candidate.items())
+
+
+def choices_section(info: FinalModelInfo, folds: dict[str, dict[str, Any]]) -> str:
+    """How every setting of the bundled model was chosen, and the folds' own choices.
+
+    ``folds``: fold name -> ``fold.json`` of the runs' folds that made a ``select`` choice.
+    """
+    lines = []
+    selection = info.selection
+    if selection:
+        by = selection["by"]
+        where = ("on the validation speakers" if by == "validation" else
+                 f"by an inner `{by}` over the model's own training data (inner test groups: "
+                 + "; ".join(", ".join(g) for g in selection["inner_test_groups"]) + ")")
+        rows = [[("**" if i == selection["chosen"] else "") + _candidate_text(c) + ("**" if i == selection["chosen"] else ""),
+                 _pct(score)] for i, (c, score) in enumerate(zip(selection["candidates"], selection["scores"]))]
+        lines.append(f"Settings chosen {where}, by mean {selection['metric']} (%); the chosen one in bold. "
+                     f"{selection['n_rows']} rows took part, all of them training rows of this model.\n\n"
+                     + _table(["candidate", f"inner {selection['metric']}"], rows))
+    chosen = info.chosen
+    if chosen:
+        lines.append(f"Trained with: normalisation `{chosen.get('normalisation')}`, encoder layers "
+                     f"{info.encoder_layers}, head `{json.dumps(chosen.get('head'))}`.")
+    if info.refit:
+        fixed = ", ".join(f"{k} {v}" for k, v in info.refit.items() if k not in ("n_rows", "n_train", "n_validation"))
+        lines.append(f"After C (and the epoch) were chosen on the {info.n_validation} validation utterances, the model "
+                     f"was refitted on all {info.refit['n_rows']} utterances with them fixed ({fixed}).")
+    if folds:
+        rows = []
+        for name, fold in folds.items():
+            record = fold["selection"]
+            groups = "; ".join(", ".join(g) for g in record.get("inner_test_groups", [])) or "validation speakers"
+            rows.append([name, groups, _candidate_text(record["candidates"][record["chosen"]])])
+        lines.append("Each evaluation fold made the same choice on its own training data only (the held-out "
+                     "language or speakers never took part):\n\n"
+                     + _table(["fold", "chosen on", "chosen"], rows))
+    return "\n\n".join(lines)
 
 
 # --- export ------------------------------------------------------------------------------------------
@@ -307,6 +349,14 @@ def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, o
             runs[path.name] = run_scores(path, RunResult.load(path))
     headline, sections = card_sections(runs)
     sections["Training"] = training_section(info)
+    fold_choices = {}
+    for path in _runs(folder):
+        for fold_file in sorted((path / "folds").glob("*/fold.json")):
+            fold = json.loads(fold_file.read_text(encoding="utf-8"))
+            if fold.get("selection"):
+                fold_choices[f"{path.name}/{fold['name']}"] = fold
+    if info.selection or info.refit or fold_choices:
+        sections["How each choice was made"] = choices_section(info, fold_choices)
     spec = info.card
     card = ModelCard(
         name=name or spec.name or info.experiment,
@@ -324,6 +374,9 @@ def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, o
     metrics = {
         "final_model": {k: v for k, v in info.model_dump(mode="json").items() if k not in ("card", "validation_speakers")},
         "runs": runs,
+        # each evaluation fold's own choice (inner scores, the groups it was scored on)
+        "fold_choices": {name: {"test_groups": fold.get("info", {}).get("target"), **fold["selection"]}
+                         for name, fold in fold_choices.items()},
     }
     json.dumps(metrics)  # fails here, not half-way through writing, if something is not JSON
     return export_estimator(

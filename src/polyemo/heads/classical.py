@@ -261,7 +261,9 @@ class ClassicalHead:
 class LogisticRegressionHead(ClassicalHead):
     supports_masks = True
 
-    def __init__(self, input_dim: int, num_classes: int, tol: float = 1e-7, **options) -> None:
+    # scikit-learn's default tolerance: 1e-7 took 5-10x the L-BFGS iterations on whisper
+    # features (EmoDB, 390 x 1024: 300-1100 instead of 40-90) for no change in the predicted classes.
+    def __init__(self, input_dim: int, num_classes: int, tol: float = 1e-4, **options) -> None:
         super().__init__(input_dim, num_classes, **options)
         self.tol = tol
 
