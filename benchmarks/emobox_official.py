@@ -115,7 +115,7 @@ def cell_row(cell_dir: Path, result, published: dict[str, str]) -> dict:
         "fold_keys_not_in_manifest": params.get("fold_keys_not_in_manifest", {}).get(corpus, 0),
         "speaker_independent": bool(params["speaker_independent"][corpus]),
         "shared_speakers": shared,
-        "n_test": result.n_utterances,
+        "n_test": sum(f.n_test for f in result.folds),
         "mean_of_folds": {m: result.mean_of_folds.get(m) for m in ("ua", "wa", "macro_f1")},
         "mean_of_folds_ci": {m: folds_ci.get(m) for m in ("ua", "wa", "macro_f1")},
         "pooled": {m: result.pooled.get(m) for m in ("ua", "wa", "macro_f1")},
