@@ -463,8 +463,12 @@ def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, agg
         f"- encoder: `{config.encoder.name}` (precision {config.encoder.precision or 'default'}, layers "
         f"{config.encoder.layers}, selection {config.encoder.select}); features: {config.features}",
         f"- head: `{config.head.name}`{head_params}; loss: `{config.loss.name}`; "
-        f"normalisation: {normalisation_text(config.normalisation, config.training.get('enrol_clips'))}; seed {config.seed}",
+        f"normalisation: {normalisation_text(result.normalisation or config.normalisation, config.training.get('enrol_clips'))}; "
+        f"seed {config.seed}",
         "- validation: carved from each fold's training speakers; the test part is read once after training",
+        *([f"- select: {len(config.select.expanded())} candidate settings chosen in each fold by "
+           f"`{config.select.by}` over its training rows only (fold.json: `selection`)"] if config.select else []),
+        f"- refit on train + validation after the choices: {'yes' if config.train_config().refit else 'no'}",
         f"- intervals: mean of folds: {result.intervals.get('mean_of_folds', 'none')}; "
         f"pooled: {result.intervals.get('pooled', 'none')}",
     ]
@@ -497,6 +501,21 @@ def write_report(out_dir: Path, config: ExperimentConfig, result: RunResult, agg
     seconds = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     lines += ["", f"Time: {seconds}.", ""]
     write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def _normalisation_label(config: ExperimentConfig, folds: list[dict[str, Any]]) -> str:
+    """The normalisation's name, or, where ``select`` chose it per fold, what each fold chose."""
+    if config.select is None or not any("normalisation" in c for c in config.select.expanded()):
+        return config.normalisation
+    chosen = []
+    for fold in folds:
+        record = fold.get("selection") or {}
+        if record:
+            chosen.append(record["candidates"][record["chosen"]].get("normalisation", config.normalisation))
+    counts = {name: chosen.count(name) for name in dict.fromkeys(chosen)}
+    options = sorted({c.get("normalisation", config.normalisation) for c in config.select.expanded()})
+    return (f"chosen in each fold by select ({config.select.by}) among {', '.join(options)}: "
+            + ", ".join(f"{name} in {n} of {len(chosen)} folds" for name, n in counts.items()))
 
 
 def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.DataFrame, classes: list[str],
@@ -532,11 +551,12 @@ def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.D
     mean_of_folds_ci = {k: [_finite(s.ci.low), _finite(s.ci.high)] for k, s in aggregate.mean_of_folds.items() if s.ci is not None}
     pooled = {k: _finite(v) for k, v in aggregate.pooled.summary().items()}
     pooled_ci = {k: [_finite(c.low), _finite(c.high)] for k, c in aggregate.pooled.ci.items()}
+    normalisation = _normalisation_label(config, [fold_info[n] for n in names])
     line = headline(primary, len(names), _finite(aggregate.mean_of_folds[primary].mean), mean_of_folds_ci.get(primary),
                     intervals.get("mean_of_folds", ""), pooled[primary], pooled_ci.get(primary), intervals.get("pooled", ""),
-                    scored, split.protocol, config.normalisation, enrol)
+                    scored, split.protocol, normalisation, enrol)
     summary = (f"{line}.\n\nClasses of the experiment: {class_text(classes)}. Protocol `{split.protocol}`; "
-               f"normalisation {normalisation_text(config.normalisation, enrol)}. `mean_of_folds`: each fold scored on its "
+               f"normalisation {normalisation_text(normalisation, enrol)}. `mean_of_folds`: each fold scored on its "
                "own test utterances, then averaged; `pooled`: every test prediction scored together.")
     write_metrics(aggregate, out_dir, name="metrics", title=f"{config.name}: {config.protocol.canonical}", summary=summary)
     write_table(out_dir / "predictions.csv", all_predictions)
@@ -599,7 +619,7 @@ def aggregate_run(config: ExperimentConfig, out_dir: Path, split, manifest: pd.D
         mean_of_folds={k: _finite(s.mean) for k, s in aggregate.mean_of_folds.items()},
         n_utterances=len(manifest), n_folds=len(names), folds=folds, by_corpus=by_corpus, seconds=seconds,
         primary_ci=mean_of_folds_ci.get(primary, []), mean_of_folds_ci=mean_of_folds_ci, intervals=intervals,
-        scored_classes=scored, normalisation=config.normalisation, headline=line,
+        scored_classes=scored, normalisation=normalisation, headline=line,
     )
     write_report(out_dir, config, result, aggregate, manifest, feature_failures, images, corpus_classes)
     result.files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
