@@ -19,7 +19,7 @@ def test_run_command(shared_corpora, feature_cache, tmp_path):
         "--set", f"encoder.cache_dir={feature_cache}", "--set", "metrics.n_boot=20", "--no-progress",
     ])
     assert result.exit_code == 0, result.output
-    assert "report.md" in result.output and "ua" in result.output
+    assert "report.md" in result.output and "UA mean of 2 folds" in result.output and "classes" in result.output
     resolved = json.loads((out / "config.json").read_text())["config"]
     assert resolved["name"] == "emodb" and resolved["encoder"]["name"] == "egemaps"
     assert resolved["limit"]["per_corpus"] == 30 and resolved["encoder"]["layers"] == "all"

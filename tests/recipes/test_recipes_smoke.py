@@ -95,7 +95,8 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
     if name == "default-model":  # its LOLO experiment also trains the model to ship (polyemo export)
         assert (out / "cells" / "lolo" / "final" / "final.json").is_file()
     if name == "zero-shot":
-        assert sorted(board["normalisation"]) == ["normalisation=global", "normalisation=speaker"]
+        assert sorted(board["normalisation"]) == ["normalisation=enrolled-speaker", "normalisation=global",
+                                                  "normalisation=test-speaker"]
     if name == "attentive-speaker-norm":
         assert sorted(board["loss"]) == ["vs", "weighted_focal"]
     if name in ("ser-evals", "attentive-speaker-norm"):

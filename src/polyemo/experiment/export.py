@@ -156,8 +156,9 @@ def run_scores(run: Path, result: RunResult) -> dict[str, Any]:
     scores: dict[str, Any] = {
         "name": result.name, "protocol": result.protocol, "classes": result.classes,
         "n_utterances": result.n_utterances, "n_folds": result.n_folds, "corpora": corpora,
-        "mean_of_folds": result.mean_of_folds, "pooled": result.pooled, "pooled_ci": result.pooled_ci,
-        "by_corpus": result.by_corpus, "folds": _fold_rows(result),
+        "mean_of_folds": result.mean_of_folds, "mean_of_folds_ci": result.mean_of_folds_ci,
+        "pooled": result.pooled, "pooled_ci": result.pooled_ci,
+        "by_corpus": result.by_corpus, "folds": _fold_rows(result), "headline": result.headline,
     }
     if result.protocol in ("emobox_official", "emobox_coverage", "emobox_rule", "emobox"):
         per_corpus: dict[str, dict[str, Any]] = {}
@@ -222,7 +223,8 @@ def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], di
                 f"Each corpus on its own, with the same recipe: {folds_are}, mean over its folds, in %. "
                 "Each fold's model saw only that corpus' training rows.\n\n"
                 + _table(["corpus", "language", "folds", "regime", "speaker-independent", "test rows", "UA", "WA",
-                          "macro-F1"], rows))
+                          "macro-F1"], rows)
+                + (f"\n\nAll corpora together: {scores['headline']}." if scores.get("headline") else ""))
             if mean_ua is not None:
                 headline["EmoBox UA, mean over corpora"] = mean_ua
             if mean_f1 is not None:
@@ -238,7 +240,8 @@ def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], di
                 "Trained on every other language (validation from their speakers), tested on the held-out language, "
                 "which played no part in any choice; in %. This is the score to expect on a language the model never "
                 "heard. Classes counts the classes the model was trained on in that fold.\n\n"
-                + _table(["held-out language", "corpora", "test rows", "classes", "UA", "WA", "macro-F1"], rows))
+                + _table(["held-out language", "corpora", "test rows", "classes", "UA", "WA", "macro-F1"], rows)
+                + (f"\n\n{scores['headline']}." if scores.get("headline") else ""))
             for metric, label in (("macro_f1", "macro-F1"), ("ua", "UA")):
                 if mean.get(metric) is not None and math.isfinite(mean[metric]):
                     headline[f"leave-one-language-out {label}, mean over languages"] = float(mean[metric])

@@ -176,41 +176,31 @@ def emobox_rule_split(
     )
 
 
-@PROTOCOLS.register("emobox_coverage")
-def emobox_coverage(
-    manifest: pd.DataFrame,
-    *,
-    label_column: str = "label",
-    seed: int = 0,
-    corpus: str | None = None,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    balance: str = "coverage",
-    min_speakers_per_class: int = 2,
-    test_fraction: float = 0.25,
-) -> Split:
-    """EmoBox's fold rule, leak-proof "coverage" variant, per corpus (see the module docstring)."""
-    return emobox_rule_split(
-        manifest, "emobox_coverage", label_column=label_column, seed=seed, corpus=corpus,
-        validation_fraction=validation_fraction, balance=balance,
-        min_speakers_per_class=min_speakers_per_class, test_fraction=test_fraction,
-    )
+def _rule_protocol(name: str, balance: str, doc: str):
+    """One registered variant of the rule: its name in the split and its default balance."""
+    def protocol(
+        manifest: pd.DataFrame,
+        *,
+        label_column: str = "label",
+        seed: int = 0,
+        corpus: str | None = None,
+        validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+        balance: str = balance,
+        min_speakers_per_class: int = 2,
+        test_fraction: float = 0.25,
+    ) -> Split:
+        return emobox_rule_split(
+            manifest, name, label_column=label_column, seed=seed, corpus=corpus,
+            validation_fraction=validation_fraction, balance=balance,
+            min_speakers_per_class=min_speakers_per_class, test_fraction=test_fraction,
+        )
+
+    protocol.__name__ = protocol.__qualname__ = name
+    protocol.__doc__ = doc
+    return PROTOCOLS.register(name)(protocol)
 
 
-@PROTOCOLS.register("emobox_rule")
-def emobox_rule(
-    manifest: pd.DataFrame,
-    *,
-    label_column: str = "label",
-    seed: int = 0,
-    corpus: str | None = None,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    balance: str = "identical",
-    min_speakers_per_class: int = 2,
-    test_fraction: float = 0.25,
-) -> Split:
-    """EmoBox's literal speaker-count rule (``balance="identical"``), per corpus."""
-    return emobox_rule_split(
-        manifest, "emobox_rule", label_column=label_column, seed=seed, corpus=corpus,
-        validation_fraction=validation_fraction, balance=balance,
-        min_speakers_per_class=min_speakers_per_class, test_fraction=test_fraction,
-    )
+emobox_coverage = _rule_protocol(
+    "emobox_coverage", "coverage", 'EmoBox\'s fold rule, leak-proof "coverage" variant, per corpus (see the module docstring).')
+emobox_rule = _rule_protocol(
+    "emobox_rule", "identical", 'EmoBox\'s literal speaker-count rule (``balance="identical"``), per corpus.')
