@@ -193,3 +193,9 @@ def encode(labels: LabelSet, values: Iterable[str | None]) -> np.ndarray:
 
 def decode_indices(labels: LabelSet, indices: Sequence[int]) -> list[str]:
     return [labels.classes[i] for i in indices]
+
+
+def gender_codes(values) -> np.ndarray:
+    """0 female, 1 male, -1 unknown, from manifest gender values (``f``/``female``, ``m``/``male``)."""
+    text = pd.Series(values, dtype="object").astype("string").str.lower().fillna("")
+    return np.where(text.isin(["f", "female"]), 0, np.where(text.isin(["m", "male"]), 1, -1)).astype(np.int64)
