@@ -127,11 +127,18 @@ class NormalisationSpec(_Strict):
         return describe_normalisation(self.mode, self.params.get("enrol"))
 
 
-class HeadSpec(_Strict):
+class BundleHeadSpec(_Strict):
+    """The head as saved in a bundle (its config and the shapes it was built for); not
+    :class:`polyemo.experiment.config.HeadSpec` (which head an experiment trains)."""
+
     config: dict[str, Any] = Field(description="polyemo.heads.HeadConfig as a dict")
     num_layers: int = Field(gt=0, description="layers the HeadModel was built for")
     feature_dim: int = Field(gt=0)
     num_classes: int = Field(ge=2)
+
+
+#: deprecated alias (clashed with polyemo.experiment.config.HeadSpec); use BundleHeadSpec
+HeadSpec = BundleHeadSpec
 
 
 class ModelCard(BaseModel):
@@ -188,7 +195,7 @@ class BundleConfig(_Strict):
     name: str
     created: str
     polyemo_version: str
-    head: HeadSpec
+    head: BundleHeadSpec
     features: FeatureSpec
     normalisation: NormalisationSpec = Field(default_factory=NormalisationSpec)
     segment_above_seconds: float = Field(30.0, gt=0, description="longer recordings are split by voice activity")
@@ -337,7 +344,7 @@ def export_bundle(
         name=card.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         polyemo_version=__version__,
-        head=HeadSpec(config=head_dict, num_layers=num_layers, feature_dim=features.feature_dim,
+        head=BundleHeadSpec(config=head_dict, num_layers=num_layers, feature_dim=features.feature_dim,
                       num_classes=len(labels.classes)),
         features=features,
         normalisation=normalisation,

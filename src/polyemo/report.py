@@ -83,7 +83,7 @@ def to_markdown(result: Result, title: str | None = None, summary: str | None = 
     return f"# {title}\n\n{body}\n" if title else body + "\n"
 
 
-def write_report(result: Result, directory: str | os.PathLike[str], name: str = "metrics", title: str | None = None,
+def write_metrics_report(result: Result, directory: str | os.PathLike[str], name: str = "metrics", title: str | None = None,
                  summary: str | None = None) -> dict[str, Path]:
     """Write ``<name>.json``, ``<name>.md`` and, for categorical results, ``<name>_confusion.png``
     (for folds: the pooled confusion matrix) into ``directory``; returns the paths by kind.
@@ -102,3 +102,7 @@ def write_report(result: Result, directory: str | os.PathLike[str], name: str = 
         markdown += f"\n![confusion matrix]({paths['confusion'].name})\n"
     write_text(paths["markdown"], markdown)
     return paths
+
+
+#: deprecated alias (clashed with the run report of :mod:`polyemo.experiment`); use write_metrics_report
+write_report = write_metrics_report

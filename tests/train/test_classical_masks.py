@@ -5,7 +5,7 @@ import pytest
 
 from polyemo.heads import HeadConfig
 from polyemo.train import SplitData, TrainConfig, build_estimator
-from polyemo.train.data import SplitError
+from polyemo.train.data import DataError
 
 CLASSES = ["anger", "happiness", "sadness", "surprise"]
 
@@ -27,7 +27,7 @@ def _two_corpora(seed=0):
 def test_svm_refuses_corpora_that_lack_classes_and_names_them(name):
     data = _two_corpora()
     estimator = build_estimator(HeadConfig(name=name), TrainConfig(show_progress=False), 4, CLASSES)
-    with pytest.raises(SplitError) as error:
+    with pytest.raises(DataError) as error:
         estimator.fit(data, data)
     message = str(error.value)
     assert "emodb lacks sadness, surprise" in message and "urdu lacks surprise" in message

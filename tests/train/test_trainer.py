@@ -11,7 +11,24 @@ from polyemo.train import (
     load_estimator,
     train_and_evaluate,
 )
-from polyemo.train.trainer import EpochSampler, linear_warmup_decay
+from polyemo.train.trainer import EpochSampler
+
+
+def _old_linear_warmup_decay(total_steps: int, warmup_steps: int):
+    """The hand-written LR factor the trainer used before transformers' scheduler (reference)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+def _old_class_balanced_draw(labels: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """The hand-written class-balanced draw EpochSampler made before WeightedRandomSampler (reference)."""
+    labels_t = torch.as_tensor(labels)
+    labelled = torch.nonzero(labels_t >= 0).flatten()
+    weights = 1.0 / torch.bincount(labels_t[labelled])[labels_t[labelled]].double()
+    return labelled[torch.multinomial(weights, len(labelled), replacement=True, generator=generator)]
 
 
 def test_separable_pooled_data_is_learned(make_pooled, quick_config):
@@ -95,8 +112,37 @@ def test_gradient_accumulation_matches_a_large_batch(make_pooled, quick_config):
 
 
 def test_warmup_then_linear_decay():
-    factor = linear_warmup_decay(total_steps=10, warmup_steps=2)
+    factor = _old_linear_warmup_decay(total_steps=10, warmup_steps=2)
     assert [round(factor(s), 3) for s in range(11)] == [0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+
+
+@pytest.mark.parametrize("total, warmup", [(10, 2), (10, 0), (7, 7), (1, 0), (33, 3), (120, 12), (5, 1)])
+def test_transformers_schedule_gives_the_old_lr_sequence(total, warmup):
+    """The trainer's scheduler (transformers' linear warm-up + decay) steps through exactly
+    the learning rates of the LambdaLR over our former factor, bit for bit."""
+    from transformers import get_linear_schedule_with_warmup
+
+    def sequence(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.003)
+        scheduler = make(optimizer)
+        lrs = []
+        for _ in range(total + 2):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return lrs
+
+    old = sequence(lambda o: torch.optim.lr_scheduler.LambdaLR(o, _old_linear_warmup_decay(total, warmup)))
+    new = sequence(lambda o: get_linear_schedule_with_warmup(o, warmup, total))
+    assert new == old
+
+
+def test_class_balanced_draws_are_those_of_the_old_sampler():
+    labels = np.array([0] * 30 + [1] * 6 + [2] * 4 + [-1] * 5)
+    ours = EpochSampler(labels, "class_balanced", torch.Generator().manual_seed(7))
+    reference = torch.Generator().manual_seed(7)
+    for _ in range(5):  # successive epochs share the generator
+        assert torch.equal(ours.epoch(), _old_class_balanced_draw(labels, reference))
 
 
 def test_samplers():

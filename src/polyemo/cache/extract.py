@@ -30,6 +30,7 @@ from polyemo.audio import SAMPLE_RATE, AudioError, load_audio, pcm_hash
 from polyemo.cache.store import FRAME_DTYPES, FeatureStore
 from polyemo.encoders.base import Encoder, pool_mean_std
 from polyemo.io import read_table, write_table
+from polyemo.progress import progress_bar
 
 FAILURE_COLUMNS = ["utt_id", "path", "content_hash", "error"]
 KINDS = ("pooled", "frames")
@@ -448,28 +449,13 @@ def _save_failures(table: pd.DataFrame, target: Path, manifest_paths: set[str], 
     write_table(target, table)
 
 
-def _progress(enabled: bool, total: int, description: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def _extraction_bar(enabled: bool, total: int, description: str):
+    """The shared progress bar with extraction's columns: audio seconds, x real time,
+    failures and the time remaining."""
+    from rich.progress import TimeRemainingColumn
 
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[audio]:.0f} s audio"),
-        TextColumn("{task.fields[speed]:.1f}x real time"),
-        TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
+    bar = progress_bar("{task.fields[audio]:.0f} s audio", "{task.fields[speed]:.1f}x real time",
+                       "{task.fields[failed]} failed", TimeRemainingColumn(), enabled=enabled)
     task = bar.add_task(description, total=total, audio=0.0, speed=0.0, failed=0)
     return bar, task
 
@@ -553,7 +539,7 @@ def features(
     audio_seconds = 0.0
     computed = 0
     started = time.perf_counter()
-    bar, task = _progress(progress and bool(items), len(items), f"{encoder.identity.name} {kind}")
+    bar, task = _extraction_bar(progress and bool(items), len(items), f"{encoder.identity.name} {kind}")
     lock = threading.Lock()
 
     def on_report(outcome: BatchReport) -> None:

@@ -63,6 +63,8 @@ class Head(nn.Module):
     """
 
     input_kind: ClassVar[Literal["pooled", "frames"]] = "pooled"
+    #: the estimator that trains it (``polyemo.train.registry.ESTIMATORS``)
+    estimator: ClassVar[str] = "torch"
 
     def __init__(self, input_dim: int, num_classes: int, outputs: Sequence[Output] | None = None) -> None:
         super().__init__()

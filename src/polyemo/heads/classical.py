@@ -157,6 +157,8 @@ class ClassicalHead:
     """A scikit-learn classifier on (N, F) pooled features with training-only scaling."""
 
     input_kind: ClassVar[str] = "pooled"
+    #: the estimator that trains it (``polyemo.train.registry.ESTIMATORS``)
+    estimator: ClassVar[str] = "classical"
     #: whether fit honours per-row class masks (else it refuses incomplete masks)
     supports_masks: ClassVar[bool] = False
 

@@ -13,10 +13,12 @@ from polyemo.heads.layers import reduce_layers_numpy
 from polyemo.heads.model import build_head
 from polyemo.io import atomic_path
 from polyemo.train.adapters import classification_scores
-from polyemo.train.data import FitReceipt, SplitData, SplitError
-from polyemo.train.estimator import Estimator, FitReport, Prediction
+from polyemo.train.data import DataError, FitReceipt, SplitData
+from polyemo.train.estimator import Estimator, FitReport, HeadOutput
+from polyemo.train.registry import ESTIMATORS
 
 
+@ESTIMATORS.register("classical")
 class ClassicalEstimator(Estimator):
     """Fits a :class:`~polyemo.heads.classical.ClassicalHead` on pooled features.
 
@@ -35,7 +37,7 @@ class ClassicalEstimator(Estimator):
 
     def _matrix(self, data: SplitData) -> np.ndarray:
         if data.is_frames:
-            raise SplitError(f"classical head {self.head_config.name!r} needs pooled features, got frame features")
+            raise DataError(f"classical head {self.head_config.name!r} needs pooled features, got frame features")
         return reduce_layers_numpy(np.asarray(data.features), self.effective_head_config().layer_mode())
 
     def _fit(self, train: SplitData, val: SplitData) -> FitReport:
@@ -76,15 +78,15 @@ class ClassicalEstimator(Estimator):
         lacking = missing_classes(train.masks[labelled], train.labels[labelled], groups)
         if lacking:
             what = "; ".join(f"{g} lacks {', '.join(self.class_names[c] for c in cs)}" for g, cs in lacking.items())
-            raise SplitError(
+            raise DataError(
                 f"head {self.head_config.name!r} cannot honour class masks, and some training corpora lack classes "
                 f"that others have ({what}): it would learn that they never occur there. Use logreg or a torch "
                 "head, train on one corpus, or choose a label set every corpus has (e.g. big4)")
 
-    def _predict(self, data: SplitData) -> Prediction:
+    def _predict(self, data: SplitData) -> HeadOutput:
         if len(data) == 0:
-            return Prediction(np.zeros((0, self.num_classes)))
-        return Prediction(self.head.predict_proba(self._matrix(data)))
+            return HeadOutput(np.zeros((0, self.num_classes)))
+        return HeadOutput(self.head.predict_proba(self._matrix(data)))
 
     def _save_head(self, directory: Path) -> None:
         # scikit-learn models have no safer standard format than pickle (via joblib).

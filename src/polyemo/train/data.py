@@ -19,8 +19,15 @@ import numpy as np
 import pandas as pd
 
 
-class SplitError(ValueError):
-    pass
+class DataError(ValueError):
+    """The arrays given to a head are unusable: shapes, lengths, labels or values disagree.
+
+    Not :class:`polyemo.splits.SplitError` (a protocol cannot split a manifest): that is
+    the splits stage refusing a manifest, this is the training stage refusing arrays."""
+
+
+#: deprecated alias (clashed with :class:`polyemo.splits.SplitError`); catch DataError
+SplitError = DataError
 
 
 def _column(values: Any, n: int, name: str, dtype: Any) -> np.ndarray | None:
@@ -28,7 +35,7 @@ def _column(values: Any, n: int, name: str, dtype: Any) -> np.ndarray | None:
         return None
     arr = np.asarray(values, dtype=dtype)
     if len(arr) != n:
-        raise SplitError(f"{name} has {len(arr)} rows but the features have {n}")
+        raise DataError(f"{name} has {len(arr)} rows but the features have {n}")
     return arr
 
 
@@ -57,7 +64,7 @@ class SplitData:
             if self.features.ndim == 2:
                 self.features = self.features[:, None, :]
             if self.features.ndim != 3:
-                raise SplitError(f"pooled features must be (N, layers, dim), got shape {self.features.shape}")
+                raise DataError(f"pooled features must be (N, layers, dim), got shape {self.features.shape}")
         else:
             frames = list(self.features)
             shapes = set()
@@ -68,17 +75,17 @@ class SplitData:
                     item = item[None] if item.ndim == 2 else item
                     frames[i], converted = item, True
                 if item.ndim != 3 or item.shape[1] < 1:
-                    raise SplitError(f"frame features of row {i} must be (layers, frames>=1, dim), got {item.shape}")
+                    raise DataError(f"frame features of row {i} must be (layers, frames>=1, dim), got {item.shape}")
                 shapes.add((item.shape[0], item.shape[2]))
             if len(shapes) > 1:
-                raise SplitError(f"frame features disagree on (layers, dim): {sorted(shapes)}")
+                raise DataError(f"frame features disagree on (layers, dim): {sorted(shapes)}")
             if converted or not isinstance(self.features, Sequence):
                 self.features = frames  # else keep the caller's sequence (it may load lazily)
         n = len(self.features)
         self.labels = _column(self.labels, n, "labels", np.int64)
         self.masks = _column(self.masks, n, "masks", bool)
         if self.masks is not None and (self.masks.ndim != 2):
-            raise SplitError(f"masks must be (N, classes), got shape {self.masks.shape}")
+            raise DataError(f"masks must be (N, classes), got shape {self.masks.shape}")
         self.speakers = _column(self.speakers, n, "speakers", object)
         self.utt_ids = _column(self.utt_ids, n, "utt_ids", object)
         self.gender = _column(self.gender, n, "gender", np.int64)
@@ -128,9 +135,9 @@ class SplitData:
         """The rows of ``parts`` one after another (e.g. training + validation for a refit)."""
         parts = [p for p in parts if len(p)]
         if not parts:
-            raise SplitError("nothing to concatenate")
+            raise DataError("nothing to concatenate")
         if len({p.is_frames for p in parts}) > 1:
-            raise SplitError("cannot concatenate pooled and frame features")
+            raise DataError("cannot concatenate pooled and frame features")
 
         def join(name: str):
             values = [getattr(p, name) for p in parts]
@@ -153,7 +160,7 @@ class SplitData:
     def select_layer(self, layer: int) -> SplitData:
         """Keep one layer (negative counts from the top) as a one-layer split."""
         if not -self.num_layers <= layer < self.num_layers:
-            raise SplitError(f"layer {layer} out of range for features with {self.num_layers} layers")
+            raise DataError(f"layer {layer} out of range for features with {self.num_layers} layers")
         if self.is_frames:
             return self.with_features([f[layer:layer + 1 if layer != -1 else None] for f in self.features])
         return self.with_features(self.features[:, [layer]])
@@ -165,12 +172,10 @@ class SplitData:
 
         ``labels``: a :class:`polyemo.labels.LabelSet` or a named set ("big4", ...).
         """
-        from polyemo.labels import encode, label_set, row_masks
+        from polyemo.labels import encode, gender_codes, label_set, row_masks
 
         label_set_ = label_set(labels)
         label_values = manifest["label"].astype(object).where(manifest["label"].notna(), None)
-        gender = manifest["gender"].astype(object).map(
-            lambda g: 0 if str(g).lower() in ("f", "female") else 1 if str(g).lower() in ("m", "male") else -1)
         avd = None
         if {"arousal", "valence", "dominance"} <= set(manifest.columns):
             avd = manifest[["arousal", "valence", "dominance"]].to_numpy(dtype=np.float64)
@@ -181,7 +186,7 @@ class SplitData:
             masks=row_masks(manifest, label_set_) if with_masks else None,
             speakers=speakers.to_numpy(),
             utt_ids=manifest["utt_id"].astype(str).to_numpy(),
-            gender=gender.to_numpy(dtype=np.int64),
+            gender=gender_codes(manifest["gender"]),
             avd=avd,
         )
 

@@ -1,11 +1,16 @@
-"""One fit/predict interface for torch heads (trained by :class:`~polyemo.train.trainer.Trainer`)
-and classical scikit-learn heads (:class:`~polyemo.train.classical.ClassicalEstimator`).
+"""One fit/predict interface for every way of training a head: torch heads
+(:class:`~polyemo.train.trainer.Trainer`, ``"torch"``), classical scikit-learn heads
+(:class:`~polyemo.train.classical.ClassicalEstimator`, ``"classical"``), and whatever
+registers itself in :data:`polyemo.train.registry.ESTIMATORS`.
 
 An estimator owns everything between features and probabilities: layer selection, the
 feature normaliser (fitted on the training split only) and the head. ``fit(train, val)``
 returns a :class:`FitReport` whose ``receipt`` opens the sealed test split; ``predict``
-applies the same preparation to new data. ``save``/``load_estimator`` keep all of it in a
-folder (JSON + arrays + weights), for bundles and prediction.
+applies the same preparation to new data and returns a :class:`HeadOutput`.
+``save``/``load_estimator`` keep all of it in a folder (JSON + arrays + weights), for
+bundles and prediction. A new estimator subclasses :class:`Estimator` (``_fit``,
+``_predict``, ``_save_head``, ``_load_head``, ``refit_settings``) in its own file, decorated
+with ``@ESTIMATORS.register(name)``; heads it trains set ``estimator = name``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from polyemo.heads.model import HeadConfig, is_classical
+from polyemo.heads.model import HeadConfig
 from polyemo.io import write_json
 from polyemo.train.config import TrainConfig
-from polyemo.train.data import FitReceipt, SplitData, SplitError
+from polyemo.train.data import DataError, FitReceipt, SplitData
 from polyemo.train.normalise import Normaliser, make_normaliser
+from polyemo.train.registry import ESTIMATORS, estimator_kind
 
 
 @dataclass
@@ -39,8 +45,10 @@ class FitReport:
 
 
 @dataclass
-class Prediction:
-    """Emotion probabilities (N, C) and any auxiliary outputs (``gender`` probabilities, ``avd``)."""
+class HeadOutput:
+    """What an estimator predicts for N rows: emotion probabilities (N, C) and any auxiliary
+    outputs (``gender`` probabilities, ``avd``). Not :class:`polyemo.predict.Prediction`
+    (one clip's result from a bundle)."""
 
     probabilities: np.ndarray
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
@@ -50,11 +58,15 @@ class Prediction:
         return self.probabilities.argmax(axis=1)
 
 
+#: deprecated alias (the name clashed with :class:`polyemo.predict.Prediction`); use HeadOutput
+Prediction = HeadOutput
+
+
 def _check_finite(data: SplitData, name: str) -> None:
     bad = data.nonfinite_rows()
     if len(bad):
         ids = data.utt_ids[bad[:5]].tolist() if data.utt_ids is not None else bad[:5].tolist()
-        raise SplitError(f"the {name} split has {len(bad)} rows with NaN/inf features (failed extraction?), "
+        raise DataError(f"the {name} split has {len(bad)} rows with NaN/inf features (failed extraction?), "
                          f"e.g. {ids}; drop them first")
 
 
@@ -83,14 +95,14 @@ class Estimator(ABC):
             if not isinstance(split, SplitData):
                 raise TypeError(f"the {name} split must be a SplitData, got {type(split).__name__}")
             if not split.has_labels:
-                raise SplitError(f"the {name} split has no labelled rows")
+                raise DataError(f"the {name} split has no labelled rows")
             if split.labels.max() >= self.num_classes:
-                raise SplitError(f"the {name} split has label {int(split.labels.max())} >= {self.num_classes} classes")
+                raise DataError(f"the {name} split has label {int(split.labels.max())} >= {self.num_classes} classes")
             if split.masks is not None and split.masks.shape[1] != self.num_classes:
-                raise SplitError(f"the {name} split's masks have {split.masks.shape[1]} classes, expected {self.num_classes}")
+                raise DataError(f"the {name} split's masks have {split.masks.shape[1]} classes, expected {self.num_classes}")
             _check_finite(split, name)
         if train.is_frames != val.is_frames:
-            raise SplitError("training and validation features differ in kind (pooled vs frames)")
+            raise DataError("training and validation features differ in kind (pooled vs frames)")
         self.normaliser = make_normaliser(self.train_config.normalisation, **self.train_config.normaliser_options())
         train = self._select_layer(train)
         if self.normaliser is not None:
@@ -100,7 +112,7 @@ class Estimator(ABC):
         self.fitted = True
         return report
 
-    def predict(self, data: SplitData) -> Prediction:
+    def predict(self, data: SplitData) -> HeadOutput:
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted")
         _check_finite(data, "prediction")
@@ -135,7 +147,7 @@ class Estimator(ABC):
         prepared = self._normalise(self._select_layer(data))
         if self.num_layers is not None and len(prepared) and (
                 prepared.num_layers, prepared.feature_dim) != (self.num_layers, self.feature_dim):
-            raise SplitError(f"features have {prepared.num_layers} layers of dim {prepared.feature_dim}; "
+            raise DataError(f"features have {prepared.num_layers} layers of dim {prepared.feature_dim}; "
                              f"the head was trained on {self.num_layers} of dim {self.feature_dim}")
         return prepared
 
@@ -149,7 +161,7 @@ class Estimator(ABC):
     def _fit(self, train: SplitData, val: SplitData) -> FitReport: ...
 
     @abstractmethod
-    def _predict(self, data: SplitData) -> Prediction: ...
+    def _predict(self, data: SplitData) -> HeadOutput: ...
 
     @abstractmethod
     def _save_head(self, directory: Path) -> None: ...
@@ -180,15 +192,12 @@ class Estimator(ABC):
 
 
 def build_estimator(head_config: HeadConfig, train_config: TrainConfig, num_classes: int,
-                    class_names: list[str] | None = None) -> Estimator:
-    """A torch :class:`~polyemo.train.trainer.Trainer` or a classical estimator, by head."""
-    if is_classical(head_config.name):
-        from polyemo.train.classical import ClassicalEstimator
-
-        return ClassicalEstimator(head_config, train_config, num_classes, class_names)
-    from polyemo.train.trainer import Trainer
-
-    return Trainer(head_config, train_config, num_classes, class_names)
+                    class_names: list[str] | None = None, kind: str | None = None) -> Estimator:
+    """The estimator registered (:data:`~polyemo.train.registry.ESTIMATORS`) under ``kind``,
+    by default the one the head names (a torch :class:`~polyemo.train.trainer.Trainer`, a
+    :class:`~polyemo.train.classical.ClassicalEstimator`, ...)."""
+    factory = ESTIMATORS.get(kind or estimator_kind(head_config.name))
+    return factory(head_config, train_config, num_classes, class_names)
 
 
 def fit_and_refit(head_config: HeadConfig, train_config: TrainConfig, num_classes: int,
@@ -209,7 +218,7 @@ def fit_and_refit(head_config: HeadConfig, train_config: TrainConfig, num_classe
     if not train_config.refit or len(val) == 0:
         return estimator, report, None
     refit_head, refit_train, fixed = estimator.refit_settings(report)
-    refitted = build_estimator(refit_head, refit_train, num_classes, class_names)
+    refitted = build_estimator(refit_head, refit_train, num_classes, class_names, kind=estimator.kind)
     both = SplitData.concat([train, val])
     refitted.fit(both, both)  # nothing is chosen on the second argument (fixed settings)
     return refitted, report, {"n_rows": len(both), "n_train": len(train), "n_validation": len(val), **fixed}
@@ -223,7 +232,7 @@ def load_estimator(directory: str | os.PathLike[str]) -> Estimator:
         raise FileNotFoundError(f"{meta_path}: no saved estimator here")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     estimator = build_estimator(HeadConfig(**meta["head_config"]), TrainConfig(**meta["train_config"]),
-                                meta["num_classes"], meta["class_names"])
+                                meta["num_classes"], meta["class_names"], kind=meta.get("kind") or None)
     estimator.num_layers, estimator.feature_dim = meta["num_layers"], meta["feature_dim"]
     if (directory / "normaliser.npz").exists():
         estimator.normaliser = Normaliser.load(directory / "normaliser.npz")

@@ -22,20 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from torch.utils.data import WeightedRandomSampler
 
 from polyemo.heads.base import Targets
 from polyemo.heads.model import HeadModel, build_head
 from polyemo.io import atomic_path, write_text
+from polyemo.progress import progress_bar
 from polyemo.train.adapters import build_emotion_loss, classification_scores
-from polyemo.train.data import FitReceipt, SplitData, SplitError
-from polyemo.train.estimator import Estimator, FitReport, Prediction
+from polyemo.train.data import DataError, FitReceipt, SplitData
+from polyemo.train.estimator import Estimator, FitReport, HeadOutput
+from polyemo.train.registry import ESTIMATORS
 
 #: ``callback(event, info)`` with events "epoch_end" (info: epoch, record, model) and "fit_end"
 Callback = Callable[[str, dict[str, Any]], None]
@@ -62,15 +58,6 @@ def seeded(seed: int, deterministic: bool = True, device: torch.device | None = 
             torch.set_num_threads(previous_threads)
 
 
-def linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR factor: 0 -> 1 linearly over ``warmup_steps``, then linearly down to 0 at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return factor
-
-
 class EpochSampler:
     """Row order of each epoch from a seeded generator: shuffle, class-balanced or undersampled."""
 
@@ -84,6 +71,10 @@ class EpochSampler:
         if mode == "class_balanced":
             counts = torch.bincount(labels_t[self.labelled])
             self.weights = 1.0 / counts[labels_t[self.labelled]].double()
+            # torch's sampler draws torch.multinomial(weights, n, replacement=True, generator=g):
+            # the same indices as before it replaced our own multinomial call (tested).
+            self.balanced = WeightedRandomSampler(self.weights, len(self.labelled), replacement=True,
+                                                  generator=generator)
         elif mode not in ("none", "undersample"):
             raise ValueError(f"unknown sampling {mode!r}")
 
@@ -99,8 +90,7 @@ class EpochSampler:
         if self.mode == "none":
             return torch.randperm(self.n, generator=g)
         if self.mode == "class_balanced":
-            draw = torch.multinomial(self.weights, len(self.labelled), replacement=True, generator=g)
-            return self.labelled[draw]
+            return self.labelled[torch.tensor(list(self.balanced), dtype=torch.long)]
         per_class = min(len(rows) for rows in self.by_class)
         picked = torch.cat([rows[torch.randperm(len(rows), generator=g)[:per_class]] for rows in self.by_class])
         return picked[torch.randperm(len(picked), generator=g)]
@@ -139,11 +129,7 @@ class Batches:
         return x.to(self.device), lengths, targets
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=not enabled, transient=True)
-
-
+@ESTIMATORS.register("torch")
 class Trainer(Estimator):
     """Trains a torch head (:class:`~polyemo.heads.model.HeadModel`) on pooled or frame features."""
 
@@ -172,7 +158,7 @@ class Trainer(Estimator):
             model = self._build_model().to(device)
             wanted = "frames" if model.input_kind == "frames" else "pooled"
             if wanted == "frames" and not train.is_frames or wanted == "pooled" and train.is_frames:
-                raise SplitError(f"head {self.head_config.name!r} takes {wanted} features, "
+                raise DataError(f"head {self.head_config.name!r} takes {wanted} features, "
                                  f"got {'frame' if train.is_frames else 'pooled'} features")
             self.model = model
             labelled = train.labels[train.labels >= 0]
@@ -190,13 +176,14 @@ class Trainer(Estimator):
                 (no_decay if parameter.dim() < 2 else decay).append(parameter)  # biases, layer weights
             optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, linear_warmup_decay(total_steps, round(cfg.warmup_ratio * total_steps)))
+            from transformers import get_linear_schedule_with_warmup  # a LambdaLR: 0 -> lr -> 0
+
+            scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
 
             history: list[dict[str, Any]] = []
             best_score, best_epoch, best_state, best_metrics = -math.inf, None, None, {}
             stale = 0
-            with _progress(cfg.show_progress) as progress:
+            with progress_bar("{task.fields[status]}", enabled=cfg.show_progress, transient=True) as progress:
                 epochs_task = progress.add_task("epochs", total=cfg.epochs, status="")
                 batch_task = progress.add_task("batches", total=micro_batches, status="")
                 for epoch in range(1, cfg.epochs + 1):
@@ -298,16 +285,16 @@ class Trainer(Estimator):
         outputs = {k: np.concatenate(v)[inverse] for k, v in collected.items()}
         return outputs, (loss_total / loss_rows if loss_rows else float("nan"))
 
-    def _predict(self, data: SplitData) -> Prediction:
+    def _predict(self, data: SplitData) -> HeadOutput:
         if self.model is None:
             raise RuntimeError("Trainer has no model (fit or load it first)")
         if len(data) == 0:
-            return Prediction(np.zeros((0, self.num_classes)))
+            return HeadOutput(np.zeros((0, self.num_classes)))
         cfg = self.train_config
         with seeded(cfg.seed, cfg.deterministic, self.device, cfg.num_threads):
             outputs, _ = self._run_eval(self.model, Batches(data, self.device))
         probabilities = outputs.pop("emotion")
-        return Prediction(probabilities, outputs)
+        return HeadOutput(probabilities, outputs)
 
     def _write_log(self, history: list[dict[str, Any]]) -> None:
         # Rewritten whole and atomically each epoch: a crash never leaves a torn line.
