@@ -8,6 +8,8 @@ interruption.
 
 from polyemo.experiment.bench import BenchConfig, BenchResult, load_bench, run_bench
 from polyemo.experiment.config import ConfigError, ExperimentConfig, load_experiment
-from polyemo.experiment.run import ExperimentError, RunResult, run_experiment
+from polyemo.experiment.errors import ExperimentError
+from polyemo.experiment.results import RunResult
+from polyemo.experiment.run import run_experiment
 
 __all__ = ["BenchConfig", "BenchResult", "load_bench", "run_bench", "ConfigError", "ExperimentConfig", "ExperimentError", "RunResult", "load_experiment", "run_experiment"]

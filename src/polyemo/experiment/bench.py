@@ -62,8 +62,11 @@ from polyemo.experiment.config import (
     read_yaml,
     set_path,
 )
-from polyemo.experiment.run import RUN_FILE, RunResult, _md_table, _progress, plot_cross_corpus, run_experiment
+from polyemo.experiment.report import md_table, plot_cross_corpus
+from polyemo.experiment.results import RUN_FILE, RunResult
+from polyemo.experiment.run import run_experiment
 from polyemo.io import write_json, write_table, write_text
+from polyemo.progress import progress_bar
 
 #: axes whose string values are names (their id is the value itself)
 NAMED_AXES = {"corpora", "encoder", "head", "protocol", "loss", "labels", "features", "target"}
@@ -310,7 +313,7 @@ def leaderboard_markdown(frame: pd.DataFrame, primary: str, title: str) -> str:
                   f"paired bootstrap: the same test utterances, the same resamples for both cells"
                   + (f" ({how})" if how else "") + ". `paired` says whether the interval excludes 0; only cells "
                   "scored on the same test utterances in the same folds are paired."]
-    lines += ["", _md_table(shown), ""]
+    lines += ["", md_table(shown), ""]
     return "\n".join(lines)
 
 
@@ -435,7 +438,7 @@ def run_bench(
         write_text(out / "leaderboard.md", leaderboard_markdown(board, primary, f"{bench.name} leaderboard"))
         return board
 
-    with _progress(progress) as bar:
+    with progress_bar("{task.fields[status]}", enabled=progress) as bar:
         task = bar.add_task(f"{bench.name} cells", total=len(cells), status="")
         for cell in cells:
             cell_dir = out / "cells" / cell.id

@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from polyemo.experiment.specs import FinalModelSpec, SelectSpec
+
 #: environment variables naming the folder that holds ``<corpus>/`` subfolders
 CORPORA_ENV = ("POLYEMO_CORPORA", "POLYEMO_SHARED_CORPORA")
 #: the categorical targets an experiment can predict
@@ -260,9 +262,6 @@ class MetricsSpec(_Strict):
 _TRAINING_OWNED = {"loss", "loss_params", "normalisation", "seed", "log_path", "checkpoint_path"}
 
 
-from polyemo.experiment.selection import SelectSpec  # noqa: E402  (light: pydantic only)
-
-
 class ExperimentConfig(_Strict):
     """One experiment: data, target, protocol, encoder, head, loss, training, seed."""
 
@@ -362,8 +361,6 @@ class ExperimentConfig(_Strict):
     @field_validator("final_model")
     @classmethod
     def _final_model(cls, value: bool | dict[str, Any]) -> bool | dict[str, Any]:
-        from polyemo.experiment.final import FinalModelSpec
-
         return FinalModelSpec.check(value)
 
     @field_validator("corpora")

@@ -33,11 +33,13 @@ from polyemo.experiment.final import (
     read_final_info,
 )
 
+from polyemo.experiment.results import RUN_FILE, RunResult
+from polyemo.numbers import finite_or_none, percent
+
 if TYPE_CHECKING:
-    from polyemo.experiment.run import RunResult
     from polyemo.train import Estimator, Trainer
 
-RESULT_FILE = "result.json"
+RESULT_FILE = RUN_FILE
 
 
 class ExportError(ValueError):
@@ -131,13 +133,9 @@ def _corpus_languages(run: Path) -> dict[str, str]:
     return dict(frame.drop_duplicates("corpus").itertuples(index=False, name=None))
 
 
-def _finite(value: Any) -> float | None:
-    return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
 def _fold_rows(result: RunResult) -> list[dict[str, Any]]:
-    return [{"fold": f.name, "n_test": f.n_test, "ua": _finite(f.ua), "wa": _finite(f.wa),
-             "macro_f1": _finite(f.macro_f1), "classes": f.classes,
+    return [{"fold": f.name, "n_test": f.n_test, "ua": finite_or_none(f.ua), "wa": finite_or_none(f.wa),
+             "macro_f1": finite_or_none(f.macro_f1), "classes": f.classes,
              "info": {k: v for k, v in f.info.items() if k in ("corpus", "target", "regime", "test_corpus", "train_corpora",
                                                                "speaker_independent", "shared_speakers")}}
             for f in result.folds]
@@ -172,7 +170,7 @@ def run_scores(run: Path, result: RunResult) -> dict[str, Any]:
             entry.update(language=languages.get(corpus, "?"), n_folds=len(folds), n_test=sum(f.n_test for f in folds),
                          regime=folds[0].info.get("regime"),
                          speaker_independent=all(f.info.get("speaker_independent", True) for f in folds),
-                         **{m: _mean([_finite(getattr(f, m)) for f in folds]) for m in ("ua", "wa", "macro_f1")})
+                         **{m: _mean([finite_or_none(getattr(f, m)) for f in folds]) for m in ("ua", "wa", "macro_f1")})
         scores["per_corpus"] = dict(sorted(per_corpus.items()))
     elif result.protocol == "leave_one_language_out":
         per_language: dict[str, dict[str, Any]] = {}
@@ -181,14 +179,10 @@ def run_scores(run: Path, result: RunResult) -> dict[str, Any]:
             per_language[language] = {
                 "corpora": sorted(c for c, lang in languages.items() if lang == language),
                 "n_test": fold.n_test, "classes": fold.classes,
-                "ua": _finite(fold.ua), "wa": _finite(fold.wa), "macro_f1": _finite(fold.macro_f1),
+                "ua": finite_or_none(fold.ua), "wa": finite_or_none(fold.wa), "macro_f1": finite_or_none(fold.macro_f1),
             }
         scores["per_language"] = dict(sorted(per_language.items()))
     return scores
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -207,11 +201,11 @@ def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], di
         if "per_corpus" in scores:
             table = scores["per_corpus"]
             rows = [[c, e["language"], e["n_folds"], e.get("regime") or "",
-                     {True: "yes", False: "no"}.get(e.get("speaker_independent"), "?"), e["n_test"], _pct(e["ua"]),
-                     _pct(e["wa"]), _pct(e["macro_f1"])] for c, e in table.items()]
+                     {True: "yes", False: "no"}.get(e.get("speaker_independent"), "?"), e["n_test"], percent(e["ua"]),
+                     percent(e["wa"]), percent(e["macro_f1"])] for c, e in table.items()]
             mean_ua = _mean([e["ua"] for e in table.values()])
             mean_f1 = _mean([e["macro_f1"] for e in table.values()])
-            rows.append(["**mean**", "", "", "", "", sum(e["n_test"] for e in table.values()), _pct(mean_ua), "", _pct(mean_f1)])
+            rows.append(["**mean**", "", "", "", "", sum(e["n_test"] for e in table.values()), percent(mean_ua), "", percent(mean_f1)])
             if scores["protocol"] in ("emobox_official", "emobox"):
                 folds_are = ("EmoBox's published folds (emobox_official: EmoBox's own train/test files; EmoDB's, URDU's "
                              "and ASED's share speakers between train and test, as published; validation carved from "
@@ -231,11 +225,11 @@ def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], di
                 headline["EmoBox macro-F1, mean over corpora"] = mean_f1
         elif "per_language" in scores:
             table = scores["per_language"]
-            rows = [[lang, ", ".join(e["corpora"]), e["n_test"], len(e["classes"]), _pct(e["ua"]), _pct(e["wa"]),
-                     _pct(e["macro_f1"])] for lang, e in table.items()]
+            rows = [[lang, ", ".join(e["corpora"]), e["n_test"], len(e["classes"]), percent(e["ua"]), percent(e["wa"]),
+                     percent(e["macro_f1"])] for lang, e in table.items()]
             mean = scores["mean_of_folds"]
-            rows.append(["**mean**", "", sum(e["n_test"] for e in table.values()), "", _pct(mean.get("ua")),
-                         _pct(mean.get("wa")), _pct(mean.get("macro_f1"))])
+            rows.append(["**mean**", "", sum(e["n_test"] for e in table.values()), "", percent(mean.get("ua")),
+                         percent(mean.get("wa")), percent(mean.get("macro_f1"))])
             sections[f"Leave one language out (run `{run_id}`)"] = (
                 "Trained on every other language (validation from their speakers), tested on the held-out language, "
                 "which played no part in any choice; in %. This is the score to expect on a language the model never "
@@ -249,7 +243,7 @@ def card_sections(runs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], di
             mean = scores["mean_of_folds"]
             sections[f"Scores of run `{run_id}` ({scores['protocol']})"] = _table(
                 ["metric", "mean over folds", "pooled"],
-                [[m, _pct(mean.get(m)), _pct(scores["pooled"].get(m))] for m in ("ua", "wa", "macro_f1")])
+                [[m, percent(mean.get(m)), percent(scores["pooled"].get(m))] for m in ("ua", "wa", "macro_f1")])
     return headline, sections
 
 
@@ -261,8 +255,8 @@ def training_section(info: FinalModelInfo) -> str:
         f"and {info.n_validation} utterances of {len(info.validation_speakers)} held-out speakers for validation "
         f"({'model selection, then refitted on both' if info.refit else 'model selection only'}), "
         f"from {', '.join(info.corpora)} ({', '.join(info.languages)}). "
-        f"Encoder layers read: {layers}{chosen}. Validation scores: UA {_pct(info.validation.get('ua'))}%, "
-        f"macro-F1 {_pct(info.validation.get('macro_f1'))}%."
+        f"Encoder layers read: {layers}{chosen}. Validation scores: UA {percent(info.validation.get('ua'))}%, "
+        f"macro-F1 {percent(info.validation.get('macro_f1'))}%."
     )
 
 
@@ -283,7 +277,7 @@ def choices_section(info: FinalModelInfo, folds: dict[str, dict[str, Any]]) -> s
                  f"by an inner `{by}` over the model's own training data (inner test groups: "
                  + "; ".join(", ".join(g) for g in selection["inner_test_groups"]) + ")")
         rows = [[("**" if i == selection["chosen"] else "") + _candidate_text(c) + ("**" if i == selection["chosen"] else ""),
-                 _pct(score)] for i, (c, score) in enumerate(zip(selection["candidates"], selection["scores"]))]
+                 percent(score)] for i, (c, score) in enumerate(zip(selection["candidates"], selection["scores"]))]
         lines.append(f"Settings chosen {where}, by mean {selection['metric']} (%); the chosen one in bold. "
                      f"{selection['n_rows']} rows took part, all of them training rows of this model.\n\n"
                      + _table(["candidate", f"inner {selection['metric']}"], rows))
@@ -334,7 +328,6 @@ def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, o
     description, license, limitations) and the scores of every finished run in the folder.
     """
     from polyemo.bundle import ModelCard, export_estimator
-    from polyemo.experiment.run import RunResult
     from polyemo.labels import LabelSet
 
     folder = Path(run)

@@ -3,7 +3,7 @@
 A run's folds measure how well the recipe works; none of their models saw all the data.
 With ``final_model`` set in the experiment file, :func:`train_final_model` (called by
 :func:`~polyemo.experiment.run.run_experiment` once the folds are done) trains the recipe
-once more on all of the run's rows -- validation is still carved from their speakers, for
+once more on all of the run's rows (its plan's rows and inputs, never a second encoder) -- validation is still carved from their speakers, for
 the checkpoint, ``C`` and the layer choice -- and keeps it in ``<run>/final/``::
 
     estimator/          the fitted estimator (:meth:`polyemo.train.Estimator.save`)
@@ -32,50 +32,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 
+from polyemo.experiment.config import ExperimentConfig
+from polyemo.experiment.data import TARGET_COLUMN, classes_of
+from polyemo.experiment.errors import ExperimentError
+from polyemo.experiment.inputs import InputProvider, load_inputs
+from polyemo.experiment.selection import fit_on_training
+from polyemo.experiment.specs import FinalModelSpec
 from polyemo.io import write_json
 
 if TYPE_CHECKING:
-    from polyemo.experiment.config import ExperimentConfig
     from polyemo.train import Estimator
 
 FINAL_DIR = "final"
 INFO_FILE = "final.json"
 ESTIMATOR_DIR = "estimator"
 FORMAT = "polyemo-final-model/1"
-
-
-class FinalModelSpec(BaseModel):
-    """``final_model`` of an experiment file: the text of the model card, and the validation share."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, description="model name (default: the experiment's name)")
-    description: str = ""
-    license: str = Field("", description="licence of the model and of its training data")
-    limitations: str = ""
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of speakers held out for selection")
-
-    @classmethod
-    def check(cls, value: bool | dict[str, Any]) -> bool | dict[str, Any]:
-        """Validate the config field: ``False``, ``True`` or a mapping of this spec's fields."""
-        if isinstance(value, bool):
-            return value
-        try:
-            return cls(**value).model_dump()
-        except ValidationError as error:
-            raise ValueError("; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()
-            )) from None
-
-    @classmethod
-    def of(cls, config: ExperimentConfig) -> FinalModelSpec | None:
-        """The spec of an experiment (None when it trains no final model)."""
-        value = config.final_model
-        if value is False:
-            return None
-        return cls() if value is True else cls(**value)
 
 
 class FinalModelInfo(BaseModel):
@@ -154,46 +127,34 @@ def _chosen_settings(config: ExperimentConfig) -> dict[str, Any]:
             "layers": data["encoder"]["layers"], "layer_select": data["encoder"]["select"]}
 
 
-def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str], *,
-                      progress: bool = False) -> FinalModelInfo | None:
+def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
+                      inputs: InputProvider | None = None, *, progress: bool = False) -> FinalModelInfo | None:
     """Train the experiment's final model on all its rows into ``<run>/final/`` (see the module).
 
-    Returns None when the experiment asks for none. The rows are the experiment's (after its
-    limits and without rows the encoder failed on), the same as the folds'. Validation: about
-    ``validation_fraction`` of the speakers (whole speaker / identical-recording groups,
-    covering every class and corpus it can), used for every choice; the estimator is trained
-    on the rest.
+    Returns None when the experiment asks for none. ``inputs``: the run's own
+    :class:`~polyemo.experiment.inputs.InputProvider` (its rows are the experiment's, after
+    its limits and without rows the encoder failed on: the same as the folds'); without it
+    (a finished run asked again) they are loaded through the same plan and inputs code, with
+    the process' shared encoder. Validation: about ``validation_fraction`` of the speakers
+    (whole speaker / identical-recording groups, covering every class and corpus it can),
+    used for every choice; the estimator is trained on the rest.
     """
     spec = FinalModelSpec.of(config)
     if spec is None:
         return None
-    import numpy as np
-
-    from polyemo.cache import features
-    from polyemo.experiment.data import TARGET_COLUMN, classes_of, experiment_manifest
-    from polyemo.experiment.run import ExperimentError, FoldInputs
-    from polyemo.experiment.selection import fit_on_training
     from polyemo.splits.core import carve_validation, labelled_rows, rng_for
     from polyemo.splits.model import manifest_sha256
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    manifest, _ = experiment_manifest(config, show_progress=False)
-    layers = None if config.encoder.layers == "all" else list(config.encoder.layers)
-    extracted = features(
-        manifest, config.encoder.name, layers=layers, kind=config.features, cache_dir=config.encoder.cache_dir,
-        workers=config.encoder.workers, batch_seconds=config.encoder.batch_seconds, progress=progress,
-        encoder_options=config.encoder.encoder_options(), frame_dtype=config.encoder.frame_dtype,
-        failures_path=None,
-    )
-    ok = np.asarray(extracted.ok, dtype=bool)
-    array = extracted.array[ok] if isinstance(extracted.array, np.ndarray) else [a for a, k in zip(extracted.array, ok) if k]
-    manifest = manifest[ok].reset_index(drop=True)
+    if inputs is None:
+        inputs = load_inputs(config, progress=progress)
+    manifest = inputs.manifest
     digest = manifest_sha256(manifest)
 
     previous = read_final_info(run_dir)
     if (previous is not None and previous.fingerprint == config.fingerprint() and previous.manifest_sha256 == digest
-            and previous.identity.get("key") == extracted.encoder.get("key") and previous.card == spec
+            and previous.identity.get("key") == inputs.identity.get("key") and previous.card == spec
             and (final_dir(run_dir) / ESTIMATOR_DIR / "estimator.json").is_file()):
         return previous
 
@@ -203,7 +164,6 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
     if val_rows.empty:
         raise ExperimentError(f"experiment {config.name!r}: the final model needs a validation set, "
                               "but the data has fewer than two speakers")
-    inputs = FoldInputs(manifest, array, list(extracted.layers))
 
     # Everything goes to a staging folder first: an old final model stays until the new one is whole.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +179,7 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
         report = fitted.report
         info = FinalModelInfo(
             experiment=config.name, fingerprint=config.fingerprint(), manifest_sha256=digest,
-            encoder=config.encoder.name, identity=dict(extracted.encoder), encoder_layers=fitted.encoder_layers,
+            encoder=config.encoder.name, identity=dict(inputs.identity), encoder_layers=fitted.encoder_layers,
             features=config.features, target=config.target, classes=classes,
             label_set=_limited_label_set(config, classes),
             corpora=sorted(manifest["corpus"].astype(str).unique()),

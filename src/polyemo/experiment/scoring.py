@@ -27,10 +27,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from polyemo.metrics import FoldPredictions, evaluate_classification, paired_difference
+from polyemo.numbers import percent
 
 #: the heatmaps' scoring, in the words of their titles
 CROSS_CORPUS_METHOD = "pooled UA over each cell's test predictions (diagonal and off-diagonal alike)"
@@ -59,10 +59,6 @@ def normalisation_text(name: str, enrol: int | None = None) -> str:
         return describe_normalisation(name, enrol)
     except ValueError:
         return str(name)
-
-
-def percent(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
 def interval_text(ci: Sequence[float] | None, digits: int = 1) -> str:

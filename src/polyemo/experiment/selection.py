@@ -4,7 +4,7 @@ A fold (or the final model) gets its training rows and the validation rows carve
 its training speakers; it never gets the test rows. :func:`fit_on_training` makes every
 choice the configuration asks for on those rows alone, in this order:
 
-1. ``select`` (an experiment field, :class:`SelectSpec`): the candidate settings --
+1. ``select`` (an experiment field, :class:`~polyemo.experiment.specs.SelectSpec`): the candidate settings --
    normalisation, head (with its C grid), loss, training settings, encoder layers -- are
    each scored either on the validation speakers (``by: validation``) or by an inner
    protocol over the fold's training rows (``by: leave_one_language_out``: train on all but
@@ -23,75 +23,23 @@ score. ``rows_sha256`` hashes the sorted ids of the rows the choice saw.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
+
+from polyemo.experiment.config import ExperimentConfig, deep_merge, experiment_from_dict
+from polyemo.experiment.data import TARGET_COLUMN
+from polyemo.experiment.errors import ExperimentError
+from polyemo.experiment.inputs import InputProvider, fold_class_masks
+from polyemo.experiment.specs import CANDIDATE_FIELDS, SelectSpec  # noqa: F401  (select's spec, for its readers)
 
 if TYPE_CHECKING:
-    from polyemo.experiment.config import ExperimentConfig
     from polyemo.train import Estimator, FitReport, SplitData
-
-#: experiment fields a candidate may set (``layers`` is short for ``encoder.layers``)
-CANDIDATE_FIELDS = ("normalisation", "head", "loss", "training", "layers")
-
-
-class SelectSpec(BaseModel):
-    """``select`` of an experiment file: candidates and how to choose among them.
-
-    ``candidates``: a list of partial settings, e.g. ``[{normalisation: global},
-    {normalisation: utterance}]``; ``grid``: every combination of value lists, e.g.
-    ``{layers: [[2], [3]], normalisation: [global, utterance]}`` (both may be given; grid
-    combinations follow the listed candidates). ``by``: ``validation`` or a split protocol
-    run over the fold's training rows, with ``params``. ``metric``: default the training
-    selection metric.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    by: str = "validation"
-    params: dict[str, Any] = Field(default_factory=dict)
-    metric: Literal["ua", "wa", "macro_f1"] | None = None
-    candidates: list[dict[str, Any]] = Field(default_factory=list)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-
-    @field_validator("by")
-    @classmethod
-    def _by(cls, value: str) -> str:
-        if value == "validation":
-            return value
-        from polyemo.splits import PROTOCOLS
-
-        if value not in PROTOCOLS:
-            raise ValueError(f"select.by must be 'validation' or a split protocol ({', '.join(PROTOCOLS.names())}), "
-                             f"got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> SelectSpec:
-        for candidate in [*self.candidates, *({k: None} for k in self.grid)]:
-            unknown = sorted(set(candidate) - set(CANDIDATE_FIELDS))
-            if unknown:
-                raise ValueError(f"a candidate may set {', '.join(CANDIDATE_FIELDS)}; not {unknown}")
-        for key, values in self.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"select.grid.{key} must be a non-empty list of values")
-        if len(self.expanded()) < 2:
-            raise ValueError("select needs at least two candidates to choose between")
-        return self
-
-    def expanded(self) -> list[dict[str, Any]]:
-        """Every candidate: the listed ones, then the grid's combinations."""
-        out = [dict(c) for c in self.candidates]
-        if self.grid:
-            keys = list(self.grid)
-            out += [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
-        return out
 
 
 class SelectionRecord(BaseModel):
@@ -120,8 +68,6 @@ def rows_digest(utt_ids: Sequence[str]) -> str:
 
 def apply_candidate(config: ExperimentConfig, candidate: dict[str, Any]) -> ExperimentConfig:
     """The experiment with one candidate's settings (and no ``select`` of its own)."""
-    from polyemo.experiment.config import deep_merge, experiment_from_dict
-
     update = {k: v for k, v in candidate.items() if k != "layers"}
     if "layers" in candidate:
         update["encoder"] = {"layers": candidate["layers"]}
@@ -140,8 +86,6 @@ def layer_positions(config: ExperimentConfig, loaded: Sequence[int]) -> list[int
         return None
     missing = [layer for layer in wanted if layer not in loaded]
     if missing:
-        from polyemo.experiment.run import ExperimentError
-
         raise ExperimentError(f"layers {missing} were not extracted (loaded: {list(loaded)}); "
                               "list every candidate's layers in encoder.layers")
     return [list(loaded).index(layer) for layer in wanted]
@@ -181,11 +125,9 @@ def _score(estimator: Estimator, data: SplitData, metric: str) -> float:
     return float(classification_scores(data.labels, probabilities, estimator.class_names)[metric])
 
 
-def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame, inputs,
+def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame, inputs: InputProvider,
                      classes: list[str], train_config) -> SelectionRecord:
     """Score every candidate of ``config.select`` on the given TRAINING rows only."""
-    from polyemo.experiment.data import TARGET_COLUMN
-
     spec = config.select
     assert spec is not None
     candidates = spec.expanded()
@@ -203,7 +145,7 @@ def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_row
             fitted = fit_on_training(sub, train_rows, val_rows, inputs, classes,
                                      sub.train_config(**quiet), refit=False)
             val = fitted.prepare(inputs.split_data(val_rows, fitted.estimator.class_names,
-                                                   _masks(seen, fitted.estimator.class_names)), inputs.layers)
+                                                   fold_class_masks(seen, fitted.estimator.class_names)), inputs.layers)
             scores.append(_score(fitted.estimator, val, metric))
     else:
         from polyemo.splits import SplitError, make_split
@@ -211,8 +153,6 @@ def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_row
         try:
             inner = make_split(seen, spec.by, label_column=TARGET_COLUMN, seed=config.seed, **spec.params)
         except SplitError as error:
-            from polyemo.experiment.run import ExperimentError
-
             raise ExperimentError(f"select.by {spec.by}: cannot split the training rows: {error}") from None
         inner_names = [f.name for f in inner.folds]
         parts = {f.name: inner.frames(seen, f.name) for f in inner.folds}
@@ -243,20 +183,27 @@ def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_row
                            n_rows=len(seen), rows_sha256=rows_digest(seen["utt_id"].astype(str)))
 
 
-def _masks(rows: pd.DataFrame, classes: list[str]) -> dict[str, np.ndarray]:
-    from polyemo.experiment.run import fold_class_masks
+def select_layer_on_validation(train, val, head_config, train_config, classes) -> tuple[int, dict[int, float]]:
+    """Index of the loaded layer whose head scores best on VALIDATION (ties: the lower layer)."""
+    from polyemo.train import build_estimator
 
-    return fold_class_masks(rows, classes)
+    scores: dict[int, float] = {}
+    quiet = train_config.model_copy(update={"show_progress": False, "log_path": None, "checkpoint_path": None})
+    for index in range(train.num_layers):
+        estimator = build_estimator(head_config, quiet, len(classes), list(classes))
+        report = estimator.fit(train.select_layer(index), val.select_layer(index))
+        scores[index] = float(report.best_score)
+    best = max(scores, key=lambda i: (scores[i], -i))
+    return best, scores
 
 
-def fit_on_training(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame, inputs,
+def fit_on_training(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame, inputs: InputProvider,
                     classes: list[str], train_config, *, refit: bool | None = None) -> TrainedOnTraining:
     """Make every choice of ``config`` on ``train_rows`` / ``val_rows`` and fit (see the module).
 
-    ``inputs``: :class:`polyemo.experiment.run.FoldInputs` (features by utt_id). The rows
-    given are the only rows any step sees.
+    ``inputs``: an :class:`~polyemo.experiment.inputs.InputProvider` (inputs by utt_id). The
+    rows given are the only rows any step sees.
     """
-    from polyemo.experiment.run import select_layer_on_validation
     from polyemo.train.estimator import fit_and_refit
 
     selection = None
@@ -268,7 +215,7 @@ def fit_on_training(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows
     if refit is not None:
         train_config = train_config.model_copy(update={"refit": refit})
 
-    masks = _masks(pd.concat([train_rows, val_rows]), classes)
+    masks = fold_class_masks(pd.concat([train_rows, val_rows]), classes)
     positions = layer_positions(config, inputs.layers)
     encoder_layers = [int(inputs.layers[i]) for i in (positions if positions is not None else range(len(inputs.layers)))]
     train = restrict(inputs.split_data(train_rows, classes, masks), positions)
