@@ -189,9 +189,10 @@ def test_cli_serve_refuses_a_bad_bundle_before_binding(tmp_path):
 
 def test_no_default_model_is_a_clear_error(tmp_path, monkeypatch):
     import polyemo.predict
+    import polyemo.predict.engine
     from polyemo.bundle import BundleError
 
-    monkeypatch.setattr(polyemo.predict, "default_model_path", lambda: tmp_path / "default-model")
+    monkeypatch.setattr(polyemo.predict.engine, "default_model_path", lambda: tmp_path / "default-model")
     with pytest.raises(BundleError, match="no default model is installed"):
         polyemo.predict.load_model()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,28 +11,17 @@ import typer
 from polyemo.cli.app import app
 
 
-def readable(record: dict, top: int = 3) -> str:
-    """One line for a person: path, label and the most probable classes (or the error)."""
-    if record.get("error"):
-        return f"{record['path']}: error: {record['error']}"
-    ranked = sorted(record["probabilities"].items(), key=lambda item: -item[1])[:top]
-    segments = record.get("segments")
-    extra = f", {len(segments)} segments" if isinstance(segments, list) and segments else ""
-    return (f"{record['path']}: {record['label']} ("
-            + ", ".join(f"{name} {100 * p:.0f}%" for name, p in ranked) + f"{extra})")
-
-
 @app.command()
 def predict(
     source: Path = typer.Argument(..., help="an audio file, a folder (searched recursively), or a list "
-                                  "(.csv/.tsv with 'path' and optional 'speaker' columns, or .txt)"),
+                                  "(.csv/.tsv/.parquet with 'path' and optional 'speaker' or 'group' columns, or .txt)"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="model bundle folder (default: the packaged model)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write .jsonl or .csv (default: print to stdout)"),
     output_format: str = typer.Option("auto", "--format", help="stdout without -o: text (label and top "
                                       "probabilities), jsonl, or auto (text on a terminal, else jsonl)"),
     speaker_norm: Optional[str] = typer.Option(
         None, "--speaker-norm", help="normalisation groups for speaker-normalised models: per-recording, "
-        "per-folder, or column (the list's speaker column; the default when it has one)"),
+        "per-folder, or column (the list's speaker/group column; the default when it has one)"),
     segment: Optional[bool] = typer.Option(
         None, "--segment/--no-segment", help="split recordings at pauses (Silero VAD) and predict each "
         "segment; default: only recordings longer than the model's threshold"),
@@ -53,7 +41,8 @@ def predict(
 
     from polyemo.audio import AudioError
     from polyemo.bundle import BundleError
-    from polyemo.predict import load_model, plot_timeline, predict_files
+    from polyemo.predict import load_model, predict_files
+    from polyemo.predict.outputs import json_line, readable
 
     err = Console(stderr=True, soft_wrap=True)
     if output_format not in ("auto", "text", "jsonl"):
@@ -69,7 +58,7 @@ def predict(
     as_text = output_format == "text" or (output_format == "auto" and sys.stdout.isatty())
 
     def echo(record: dict) -> None:
-        sys.stdout.write((readable(record) if as_text else json.dumps(record, ensure_ascii=False)) + "\n")
+        sys.stdout.write((readable(record) if as_text else json_line(record)) + "\n")
         sys.stdout.flush()
 
     try:
@@ -82,6 +71,8 @@ def predict(
         raise typer.Exit(2) from None
 
     if timeline is not None:
+        from polyemo.predict.plots import plot_timeline  # matplotlib only when a plot is asked for
+
         segmented = [r for r in summary.records if r.get("segments") and isinstance(r["segments"], list)]
         if not segmented:
             err.print("[yellow]no segmented recording to plot[/yellow] (use --segment)")

@@ -23,11 +23,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from polyemo.audio import SAMPLE_RATE
+from polyemo.predict.inputs import AudioItem
+from polyemo.predict.results import Prediction
 from polyemo.serve.batcher import MicroBatcher, QueueFullError
 from polyemo.serve.uploads import UploadError, audio_from_request, decode_upload
 
 if TYPE_CHECKING:
-    from polyemo.predict import AudioItem, Prediction, Recogniser
+    from polyemo.predict.engine import Recogniser
 
 log = logging.getLogger("polyemo.serve")
 
@@ -77,11 +80,12 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
     state: dict[str, Any] = {"queued_seconds": 0.0}
 
     def run_batch(items: list[AudioItem]) -> list[Prediction]:
+        # The engine itself (the CLI's too): the batcher only groups requests.
         return state["recogniser"].run(items, on_error="record")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from polyemo.predict import Recogniser, load_model
+        from polyemo.predict.engine import Recogniser, load_model
 
         started = time.perf_counter()
         recogniser = model if isinstance(model, Recogniser) else await run_in_threadpool(load_model, model)
@@ -150,8 +154,6 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
         openapi_extra=_AUDIO_BODY,
     )
     async def predict(request: Request, segment: Literal["auto", "true", "false"] = "auto") -> JSONResponse:
-        from polyemo.predict import AudioItem
-
         try:
             data, name = await audio_from_request(request, config.max_upload_bytes)
             wave = await run_in_threadpool(
@@ -162,7 +164,7 @@ def create_app(model: "str | os.PathLike[str] | Recogniser | None" = None, confi
         # No group: the recording is its own normalisation group, so requests batched
         # together never share statistics.
         item = AudioItem(source=name, wave=wave, segment=None if segment == "auto" else segment == "true")
-        seconds = wave.size / 16000
+        seconds = wave.size / SAMPLE_RATE
         if state["queued_seconds"] + seconds > config.max_queued_audio_seconds:
             return _error(503, "busy", f"server busy: {state['queued_seconds']:.0f} s of audio already waiting; retry later")
         state["queued_seconds"] += seconds  # the event loop is single-threaded: no lock needed

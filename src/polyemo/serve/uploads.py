@@ -1,15 +1,14 @@
-"""Reading uploaded audio within limits: body size while it streams in, duration before decoding."""
+"""Reading uploads within limits: the body size while it streams in; decoding (duration checked first)
+is :func:`polyemo.predict.inputs.decode_upload`, its refusals mapped to HTTP statuses here."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import soundfile as sf
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from polyemo.audio import SAMPLE_RATE, AudioError, check_usable, to_mono_16k
+from polyemo.predict.inputs import UnusableUpload
+from polyemo.predict.inputs import decode_upload as decode_audio
 
 
 class UploadError(Exception):
@@ -70,29 +69,8 @@ async def audio_from_request(request: Request, max_bytes: int) -> tuple[bytes, s
 
 
 def decode_upload(data: bytes, name: str, max_seconds: float, min_seconds: float = 0.1) -> np.ndarray:
-    """Decode uploaded bytes to mono float32 16 kHz, refusing audio that is too long or unusable."""
-    if not data:
-        raise UploadError(422, "empty", f"{name}: empty upload (0 bytes)")
+    """Decode uploaded bytes (:func:`polyemo.predict.inputs.decode_upload`); a refusal becomes its HTTP error."""
     try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as exc:  # libsndfile's errors are untyped
-        raise UploadError(422, "undecodable", f"{name}: cannot decode audio ({exc}); send WAV, FLAC, OGG or MP3") from exc
-    if info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
-        raise UploadError(
-            413, "too_long", f"{name}: {info.frames / info.samplerate:.1f} s of audio exceeds the limit of {max_seconds:g} s"
-        )
-    try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        wave = to_mono_16k(samples, int(rate), name)
-    except AudioError as exc:
-        raise UploadError(422, "undecodable", str(exc)) from exc
-    except Exception as exc:
-        raise UploadError(422, "undecodable", f"{name}: cannot decode audio ({exc})") from exc
-    if wave.size / SAMPLE_RATE > max_seconds:  # the header can understate (e.g. MP3)
-        raise UploadError(413, "too_long", f"{name}: {wave.size / SAMPLE_RATE:.1f} s of audio exceeds the limit of {max_seconds:g} s")
-    try:
-        check_usable(wave, name, min_seconds)
-    except AudioError as exc:
-        code = "silent" if "silent" in exc.reason else "empty" if "empty" in exc.reason else "too_short"
-        raise UploadError(422, code, str(exc)) from exc
-    return wave
+        return decode_audio(data, name, max_seconds, min_seconds)
+    except UnusableUpload as exc:
+        raise UploadError(413 if exc.code == "too_long" else 422, exc.code, str(exc)) from exc
