@@ -86,9 +86,9 @@ def test_the_experiment_imports_no_later_stage():
 
 
 def test_early_stages_import_no_later_experiment_stage():
-    """plan -> inputs -> fit (selection) -> score -> report -> run; config and specs first."""
+    """config -> plan -> inputs -> fit (selection) -> score -> report -> final -> run -> bench; export last."""
     order = ["errors", "specs", "config", "data", "plan", "inputs", "selection", "score", "report", "final",
-             "run", "bench", "export"]
+             "run", "grid", "leaderboard", "bench", "export"]
     graph = _graph()
     rank = {f"{PACKAGE}.{name}": i for i, name in enumerate(order)}
     later = {m: sorted(t for t in graph[m] if t in rank and rank[t] > rank[m]) for m in rank if m in graph}
