@@ -29,8 +29,6 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: stage index -> module prefixes (a module belongs to the stage of its longest matching prefix)
@@ -53,8 +51,6 @@ STAGES: list[tuple[str, ...]] = [
     ("polyemo.cli", "polyemo.__main__"),
 ]
 CLI_STAGE = len(STAGES) - 1
-#: packages whose cycles other work on issue 9 is still removing (checked separately)
-IN_PROGRESS = ("polyemo.experiment", "polyemo.predict")
 
 
 def _module_name(path: Path) -> str:
@@ -213,10 +209,6 @@ def stage_of(module: str) -> int | None:
     return None if best is None else best[0]
 
 
-def _in_progress(cycle: list[str]) -> bool:
-    return all(m.startswith(IN_PROGRESS) for m in cycle)
-
-
 def test_the_graph_is_read():
     graph = import_graph()
     assert "polyemo.train.trainer" in graph["polyemo.train"]  # re-export of Trainer
@@ -228,15 +220,7 @@ def test_the_graph_is_read():
 
 def test_no_import_cycles():
     graph = import_graph()
-    cycles = [c for c in import_cycles(graph) if not _in_progress(c)]
-    assert not cycles, "import cycles:\n" + "\n".join(_describe(c, graph) for c in cycles)
-
-
-@pytest.mark.xfail(reason="issue 9: experiment/ and predict are being split into stages by other work; "
-                          "their remaining cycles go with it", strict=False)
-def test_no_import_cycles_in_experiment_and_predict():
-    graph = import_graph()
-    cycles = [c for c in import_cycles(graph) if _in_progress(c)]
+    cycles = import_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(_describe(c, graph) for c in cycles)
 
 
