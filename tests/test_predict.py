@@ -214,3 +214,36 @@ def test_non_finite_features_fail_that_recording_only(recogniser, clips, monkeyp
     predictions = recogniser.predict(list(clips["path"][:3]), on_error="record")
     assert [p.error is None for p in predictions] == [True, False, True]
     assert "NaN/inf features" in predictions[1].error and predictions[1].label is None
+
+
+def test_parquet_list_with_group_column(clips, tmp_path):
+    listing = tmp_path / "list.parquet"
+    pd.DataFrame({"path": list(clips["path"][:3]) + ["rel.wav"], "group": ["a", "a", None, "b"]}).to_parquet(listing)
+    inputs, mode = collect_inputs(listing)
+    assert mode == "column"
+    assert [i.group for i in inputs] == ["group:a", "group:a", None, "group:b"]
+    assert inputs[3].path == str(tmp_path / "rel.wav")
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame({"path": list(clips["path"][:2])}).to_parquet(plain)
+    assert collect_inputs(plain)[1] == "per-recording"
+    with pytest.raises(ValueError, match="plain.parquet: --speaker-norm column needs"):
+        collect_inputs(plain, "column")
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="broken.parquet: cannot read the list"):
+        collect_inputs(broken)
+
+
+def test_uploaded_bytes_are_decoded_or_refused_by_name(clips):
+    from polyemo.predict import UnusableUpload, decode_upload
+
+    wave = load_audio(clips["path"][0])
+    decoded = decode_upload(tiny.wav_bytes(wave), "clip.wav", 600.0)
+    assert decoded.dtype == np.float32 and decoded.shape == wave.shape
+    np.testing.assert_allclose(decoded, wave, atol=1 / 16384)
+    for data, seconds, code in [(b"", 600.0, "empty"), (b"garbage", 600.0, "undecodable"),
+                                (tiny.wav_bytes(wave), 0.5, "too_long"),
+                                (tiny.wav_bytes(np.zeros(16000, dtype=np.float32)), 600.0, "silent")]:
+        with pytest.raises(UnusableUpload, match="^up.wav: ") as caught:
+            decode_upload(data, "up.wav", seconds)
+        assert caught.value.code == code

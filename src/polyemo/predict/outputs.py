@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from polyemo.numbers import percent
 from polyemo.predict.results import prediction_record
 
 OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".csv")
@@ -40,7 +41,7 @@ def readable(record: dict[str, Any], top: int = 3) -> str:
     segments = record.get("segments")
     extra = f", {len(segments)} segments" if isinstance(segments, list) and segments else ""
     return (f"{record['path']}: {record['label']} ("
-            + ", ".join(f"{name} {100 * p:.0f}%" for name, p in ranked) + f"{extra})")
+            + ", ".join(f"{name} {percent(p, 0)}%" for name, p in ranked) + f"{extra})")
 
 
 def read_output(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
