@@ -39,6 +39,8 @@ SHRUNK = {
 # normalisation candidates, and so the nested selection itself, stay).
 EXTRA = {
     "default-model": ["--set", 'select.grid={"normalisation": ["global", "utterance"]}'],
+    "emobox": ["--set", 'select.grid={"head": [{"name": "logreg", "params": {"C": [0.1, 1.0]}}], '
+                        '"normalisation": ["global", "utterance"]}'],
 }
 
 

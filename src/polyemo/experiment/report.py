@@ -45,9 +45,11 @@ def write_run_report(out_dir: Path, plan: ExperimentPlan, scores: RunScores, fol
         write_json(out_dir / "by_corpus.json", scores.by_corpus)
 
     images = {"Confusion matrix (pooled over folds)": "metrics_confusion.png"}
-    weights = [fold_info[n]["layer_weights"] for n in names if fold_info[n].get("layer_weights") is not None]
+    # Only folds whose model learned layer weights (``select`` may give other folds another head).
+    weighted = [n for n in names if fold_info[n].get("layer_weights") is not None]
+    weights = [fold_info[n]["layer_weights"] for n in weighted]
     if weights and len({len(w) for w in weights}) == 1 and len(weights[0]) > 1:
-        layer_names = [str(x) for x in fold_info[names[0]]["layers"]]
+        layer_names = [str(x) for x in fold_info[weighted[0]]["layers"]]
         plot_layer_weights(np.array(weights), out_dir / "layer_weights.png", layer_names=layer_names,
                            title=f"Learned layer weights ({config.encoder.name}), mean ± std over folds")
         images["Layer weights"] = "layer_weights.png"
