@@ -100,3 +100,12 @@ def test_importing_prediction_and_the_cli_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_predicting_with_the_default_model_imports_no_training_libraries():
+    """A prediction with a torch head needs neither scikit-learn nor matplotlib, fastapi or openSMILE."""
+    code = ("import sys, polyemo; r = polyemo.load(); p = r.predict(['examples/hello.wav'])[0]; assert p.ok; "
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'fastapi', 'opensmile') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -1,7 +1,10 @@
 """Name -> implementation registries for corpora, encoders, heads and losses.
 
-Each registry lives in its stage's subpackage; every module in that subpackage is imported
-on first lookup, so adding an entry is adding one file with a ``@REGISTRY.register`` call.
+Each registry lives in its stage's subpackage; adding an entry is adding one file with a
+``@REGISTRY.register`` call. A lookup first imports the module named like the entry (the head
+``linear`` from ``heads/linear.py``), so using one entry does not import every other one's
+dependencies (scikit-learn for the classical heads, openSMILE...); a name found nowhere else,
+``names()`` and ``in`` import every module of the package once.
 """
 
 from __future__ import annotations
@@ -46,10 +49,26 @@ class Registry(Generic[T]):
             if not module.name.startswith("_"):
                 importlib.import_module(f"{self._package}.{module.name}")
 
+    def _load_module_named(self, key: str) -> None:
+        # The module of the same name usually holds the entry: import it alone first.
+        if self._loaded or self._package is None or not key.isidentifier():
+            return
+        module = f"{self._package}.{key}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
+
     def get(self, name: str) -> T:
-        self._load_package()
         key = name.lower()
         key = self._aliases.get(key, key)
+        if key not in self._entries:
+            self._load_module_named(key)
+            key = self._aliases.get(key, key)
+        if key not in self._entries:
+            self._load_package()
+            key = self._aliases.get(name.lower(), name.lower())
         if key not in self._entries:
             known = ", ".join(self.names())
             raise KeyError(f"unknown {self.kind} {name!r}; known: {known}")

@@ -61,10 +61,9 @@ class HeadConfig(BaseModel):
 
 
 def is_classical(name: str) -> bool:
-    from polyemo.heads.classical import ClassicalHead
-
-    factory = HEADS.get(name)
-    return isinstance(factory, type) and issubclass(factory, ClassicalHead)
+    # By the estimator a head names (heads/base.py, heads/classical.py): asking about a torch
+    # head does not import scikit-learn.
+    return getattr(HEADS.get(name), "estimator", "torch") == "classical"
 
 
 def head_input_kind(name: str, params: dict[str, Any] | None = None) -> Literal["pooled", "frames"]:

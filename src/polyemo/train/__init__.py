@@ -8,7 +8,6 @@ all with the same ``fit``/``predict`` interface), normalisers in :mod:`polyemo.t
 Unusable arrays raise :class:`DataError` (``SplitError`` is its deprecated alias).
 """
 
-from polyemo.train.classical import ClassicalEstimator  # registers "classical"
 from polyemo.train.config import TrainConfig
 from polyemo.train.data import (
     DataError,
@@ -29,7 +28,18 @@ from polyemo.train.estimator import (
 )
 from polyemo.train.evaluate import FoldResult, train_and_evaluate
 from polyemo.train.registry import ESTIMATORS
-from polyemo.train.trainer import Trainer  # registers "torch"
+
+# The estimators register themselves when ESTIMATORS first looks them up; importing them here
+# would pull scikit-learn into every ``import polyemo.train`` (prediction needs neither).
+_LAZY = {"ClassicalEstimator": "polyemo.train.classical", "Trainer": "polyemo.train.trainer"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'polyemo.train' has no attribute {name!r}")
 
 __all__ = [
     "ESTIMATORS",
