@@ -72,23 +72,49 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    """Which features the head reads: encoder, its identity, layers and pooled or frame input."""
+    """Which features the head reads: encoder weights, their identity, layers, pooled or frames.
+
+    A bundle names the encoder weights and layers, not a compute precision: it accepts
+    features of the same weights computed in any precision (fp32 and bf16 features give the
+    same labels, tests/test_precision_agreement.py), records the one it was trained with
+    (``trained_precision``), and the encoder runs at ``auto`` unless told otherwise.
+    Bundles written before this field read their ``precision`` as ``trained_precision``.
+    """
 
     encoder: str = Field(description="registered encoder name, e.g. 'whisper-base'")
     identity: dict[str, Any] = Field(description="EncoderIdentity.as_dict() of the encoder used in training")
-    precision: str | None = Field(None, description="encoder compute precision; default and must match: the identity's")
+    trained_precision: str | None = Field(
+        None, description="encoder precision of the training features (default and must match: the identity's); "
+        "prediction runs the encoder at 'auto' unless told otherwise")
     layers: list[int] | None = Field(None, description="encoder layers fed to the head, in order; None = all")
     kind: Literal["pooled", "frames"] = Field("pooled", description="utterance-pooled or frame features")
     feature_dim: int = Field(gt=0, description="size of one layer's feature vector as the head sees it")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_precision(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "precision" in value:
+            value = dict(value)
+            legacy = value.pop("precision")
+            if value.get("trained_precision") is None:
+                value["trained_precision"] = legacy
+            elif legacy is not None and legacy != value["trained_precision"]:
+                raise ValueError(f"precision {legacy!r} differs from trained_precision {value['trained_precision']!r}")
+        return value
+
     @model_validator(mode="after")
     def _precision_of_identity(self) -> FeatureSpec:
         stated = self.identity.get("precision")
-        if self.precision is None:
-            self.precision = str(stated or "fp32")
-        elif stated is not None and stated != self.precision:
-            raise ValueError(f"precision {self.precision!r} differs from the encoder identity's {stated!r}")
+        if self.trained_precision is None:
+            self.trained_precision = str(stated or "fp32")
+        elif stated is not None and stated != self.trained_precision:
+            raise ValueError(f"trained_precision {self.trained_precision!r} differs from the encoder identity's {stated!r}")
         return self
+
+    @property
+    def precision(self) -> str:
+        """Deprecated name of :attr:`trained_precision` (the bundle does not fix a precision)."""
+        return str(self.trained_precision)
 
     @property
     def num_layers(self) -> int:
@@ -165,7 +191,9 @@ class ModelCard(BaseModel):
             "|---|---|",
             f"| classes | {', '.join(labels.classes)} |",
             f"| dimensions | {', '.join(dimensions) or 'none'} |",
-            f"| encoder | {features.encoder} ({features.precision}, weights {features.identity.get('weights_hash', '?')}) |",
+            f"| encoder | {features.encoder} (weights {features.identity.get('weights_hash', '?')}; trained on "
+            f"{features.trained_precision} features, runs at the precision the hardware computes natively "
+            "(`auto`: bf16 where native, else fp32) unless `--precision` says otherwise) |",
             f"| features | {features.kind}, layers {features.layers if features.layers is not None else 'all'} |",
             f"| head | {config.head.config.get('name')} |",
             f"| normalisation | {config.normalisation.describe()} |",
@@ -520,21 +548,29 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     )
 
 
+#: identity fields that must match for a bundle's head to read an encoder's features;
+#: precision is not one of them (fp32 and bf16 features of the same weights give the same labels)
+IDENTITY_FIELDS = ("name", "weights_hash", "options")
+
+
 def check_encoder_identity(bundle: Bundle, identity: Any) -> None:
-    """Raise :class:`BundleError` unless ``identity`` (EncoderIdentity) is the one the head was trained on."""
+    """Raise :class:`BundleError` unless ``identity`` (EncoderIdentity) has the weights and
+    options the head was trained on; the compute precision may differ."""
     expected = bundle.config.features.identity
     actual = identity.as_dict() if hasattr(identity, "as_dict") else dict(identity)
     if actual.get("key") == expected.get("key"):
         return
     differences = [
         f"{field} {expected.get(field)!r} != installed {actual.get(field)!r}"
-        for field in ("name", "weights_hash", "precision", "options")
+        for field in IDENTITY_FIELDS
         if expected.get(field) != actual.get(field)
     ]
+    if not differences:
+        return  # same weights and options in another precision
     raise BundleError(
         bundle.path,
         CONFIG,
         "encoder identity mismatch: the head was trained on other encoder output ("
-        + ("; ".join(differences) or f"key {expected.get('key')} != {actual.get('key')}")
+        + "; ".join(differences)
         + ")",
     )

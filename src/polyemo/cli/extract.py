@@ -32,7 +32,8 @@ def extract(
     workers: int = typer.Option(1, min=1, help="extraction processes, each with cores/workers threads"),
     frames: bool = typer.Option(False, "--frames", help="also store frame-level features"),
     frame_dtype: str = typer.Option("float16", help="frame storage type: float16 or float32"),
-    precision: Optional[str] = typer.Option(None, help="encoder precision: bf16 or fp32 (neural encoders)"),
+    precision: Optional[str] = typer.Option(
+        None, help="encoder precision: auto (default: bf16 where the CPU/GPU computes it natively, else fp32), fp32, bf16, or int8 (dynamically quantised linear layers) (neural encoders; the cache keeps the precision actually used)"),
     option: list[str] = typer.Option([], "--option", "-o", help="further encoder option KEY=VALUE (repeatable)"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache root (default: $POLYEMO_CACHE/features)"),
     failures: Optional[Path] = typer.Option(None, help="write the failures table here (.csv or .parquet)"),

@@ -29,6 +29,8 @@ def predict(
                                             "(several segmented recordings: one PNG each, numbered)"),
     resume: bool = typer.Option(True, help="skip inputs already predicted in the output file"),
     batch_size: int = typer.Option(8, min=1, help="recordings (or segments) per encoder batch"),
+    precision: str = typer.Option("auto", help="encoder precision: auto (bf16 where the hardware computes it "
+                                  "natively, else fp32), fp32, bf16 or int8; the model reads any of them"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Predict the emotion of every recording in SOURCE: one output row per input.
@@ -50,7 +52,7 @@ def predict(
     if speaker_norm is not None and speaker_norm not in ("per-recording", "per-folder", "column"):
         raise typer.BadParameter("use per-recording, per-folder or column", param_hint="--speaker-norm")
     try:
-        recogniser = load_model(model, batch_size=batch_size)
+        recogniser = load_model(model, batch_size=batch_size, precision=precision)
     except BundleError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -19,6 +19,8 @@ def serve(
     max_seconds: float = typer.Option(600.0, min=0.1, help="longest accepted audio in seconds"),
     max_batch: int = typer.Option(8, min=1, help="requests run through the model together"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    precision: str = typer.Option("auto", help="encoder precision: auto (bf16 where the hardware computes it "
+                                  "natively, else fp32), fp32, bf16 or int8; the model reads any of them"),
 ) -> None:
     """Serve POST /v1/predict, GET /v1/labels, GET /health, the web page at / and docs at /docs."""
     from rich.console import Console
@@ -33,7 +35,7 @@ def serve(
                          max_batch=max_batch)
     try:
         # Load before binding the port, so a bad bundle fails with its message, not a server trace.
-        recogniser = load_model(model)
+        recogniser = load_model(model, precision=precision)
     except BundleError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None

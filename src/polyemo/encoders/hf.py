@@ -12,8 +12,10 @@ Name resolution, in this order (never a network call when offline, never a hang)
    installed from PyPI and converted once, see :mod:`polyemo.encoders.whisper`).
 
 Every encoder here returns all hidden states (embedding output + every layer), runs under
-``torch.inference_mode()`` with the caller's torch thread count, optionally in bfloat16
-autocast, and cuts audio longer than ``window_seconds`` (at most 30 s) into equal windows
+``torch.inference_mode()`` with the caller's torch thread count, in the precision
+:func:`polyemo.encoders.precision.resolve_precision` picks (``auto``: bf16 autocast only where
+the hardware computes it natively, else fp32; ``int8``: Linear layers dynamically
+quantised), and cuts audio longer than ``window_seconds`` (at most 30 s) into equal windows
 whose frame features are concatenated.
 """
 
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 from polyemo.encoders.base import Encoder, EncoderIdentity, FrameFeatures
+from polyemo.encoders.precision import CONCRETE, quantise_linear, resolve_precision
 from polyemo.io import write_json
 from polyemo.paths import user_cache_dir
 
@@ -55,7 +58,7 @@ SAMPLE_RATE = 16_000
 MAX_WINDOW_SECONDS = 30.0
 # Window boundaries fall on multiples of 320 samples (20 ms), the frame hop of all these models.
 FRAME_HOP = 320
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = CONCRETE  # what an identity records; "auto" resolves to one of them
 
 #: short names for common hub models (resolved from the HF cache, or the hub when online)
 HUB_ALIASES: dict[str, str] = {
@@ -243,10 +246,9 @@ def autocast_context(precision: str):
     return nullcontext()
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision
+def check_precision(precision: str | None) -> str:
+    """The precision to run in: ``auto``/None resolved for the CPU, explicit ones checked."""
+    return resolve_precision(precision, "cpu")
 
 
 class TransformersEncoder(Encoder):
@@ -255,7 +257,8 @@ class TransformersEncoder(Encoder):
     model_type: str
     frame_rate: float
 
-    def __init__(self, name: str, *, precision: str = "fp32", window_seconds: float = MAX_WINDOW_SECONDS) -> None:
+    def __init__(self, name: str, *, precision: str | None = "auto", window_seconds: float = MAX_WINDOW_SECONDS) -> None:
+        self.requested_precision = precision or "auto"
         self.precision = check_precision(precision)
         if not 0 < window_seconds <= MAX_WINDOW_SECONDS:
             raise ValueError(f"window_seconds must be in (0, {MAX_WINDOW_SECONDS}], got {window_seconds}")
@@ -268,6 +271,17 @@ class TransformersEncoder(Encoder):
         if self._weights_hash is None:
             self._weights_hash = weights_hash(self.resolved.path)
         return EncoderIdentity(self.resolved.name, self._weights_hash, self.precision, self.identity_options())
+
+    def _apply_precision(self) -> None:
+        """Once, before the first forward: int8 quantises the Linear layers of every torch
+        module the encoder holds (subclasses load them in fp32); other precisions run as loaded."""
+        if getattr(self, "_precision_applied", False):
+            return
+        if self.precision == "int8":
+            for value in vars(self).values():
+                if isinstance(value, torch.nn.Module):
+                    quantise_linear(value)
+        self._precision_applied = True
 
     def identity_options(self) -> dict[str, Any]:
         """Output-changing settings besides name, weights and precision."""
@@ -302,6 +316,7 @@ class TransformersEncoder(Encoder):
             for start, end in window_bounds(wave.size, max_samples):
                 segments.append(wave[start:end])
                 owners.append(index)
+        self._apply_precision()
         with torch.inference_mode():
             prepared = self._prepare(segments)
             with autocast_context(self.precision):

@@ -35,7 +35,7 @@ SSL_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-co
 class SSLEncoder(TransformersEncoder):
     """A wav2vec 2.0-family encoder: all hidden states, mean+std pooled over valid frames."""
 
-    def __init__(self, name: str, *, precision: str = "fp32", window_seconds: float = 30.0) -> None:
+    def __init__(self, name: str, *, precision: str | None = "auto", window_seconds: float = 30.0) -> None:
         from transformers import (
             AutoConfig,
             AutoFeatureExtractor,

@@ -235,7 +235,7 @@ class WhisperSpeechEncoder(TransformersEncoder):
 
     model_type = "whisper"
 
-    def __init__(self, name: str, *, precision: str = "fp32", window_seconds: float = 30.0, trim: bool = True,
+    def __init__(self, name: str, *, precision: str | None = "auto", window_seconds: float = 30.0, trim: bool = True,
                  tail_seconds: float = DEFAULT_TAIL_SECONDS, sink_ratio: float | None = DEFAULT_SINK_RATIO) -> None:
         from transformers import AutoConfig, WhisperFeatureExtractor, WhisperModel
 

@@ -41,13 +41,16 @@ class Recogniser:
     """A loaded bundle: encoder, normalisation and head, ready to predict."""
 
     def __init__(self, bundle: Bundle, encoder: Encoder | None = None, *, vad: VadConfig | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, precision: str | None = None) -> None:
         import torch
 
         self.bundle = bundle
         spec = bundle.config.features
         if encoder is None:
-            encoder = _load_encoder(bundle)
+            encoder = _load_encoder(bundle, precision)
+        elif precision not in (None, "auto") and getattr(encoder, "precision", precision) != precision:
+            # a given encoder runs in its own precision; "auto" (the CLI default) accepts it
+            raise ValueError(f"the given encoder runs in {encoder.precision}, not the requested {precision}")
         check_encoder_identity(bundle, encoder.identity)
         _check_shapes(bundle, encoder)
         self.encoder = encoder
@@ -80,7 +83,8 @@ class Recogniser:
         return {
             "name": config.name,
             "encoder": config.features.encoder,
-            "precision": config.features.precision,
+            "precision": getattr(self.encoder.identity, "precision", None),  # what the encoder runs in
+            "trained_precision": config.features.trained_precision,
             "head": config.head.config.get("name"),
             "normalisation": config.normalisation.mode,
             "classes": self.classes,
@@ -246,23 +250,30 @@ def _check_shapes(bundle: Bundle, encoder: Encoder) -> None:
                           f"the head reads {spec.kind} features of size {spec.feature_dim}; {spec.encoder} gives {dim}")
 
 
-def _load_encoder(bundle: Bundle) -> Encoder:
+def _load_encoder(bundle: Bundle, precision: str | None = None) -> Encoder:
+    """The bundle's encoder at ``precision`` (default ``auto``: bf16 where the hardware
+    computes it natively, else fp32), whatever precision the head was trained on."""
     spec = bundle.config.features
     try:
         from polyemo.encoders import get_encoder
     except ImportError as exc:
         raise BundleError(bundle.path, "config.json", f"cannot import the encoders to load {spec.encoder!r}: {exc}") from exc
     try:
-        return get_encoder(spec.encoder, precision=spec.precision)
+        encoder = get_encoder(spec.encoder, precision=precision or "auto")
     except KeyError as exc:
         raise BundleError(bundle.path, "config.json", f"unknown encoder {spec.encoder!r}: {exc.args[0] if exc.args else exc}") from exc
     except Exception as exc:  # missing weights, bad precision...
         raise BundleError(bundle.path, "config.json", f"cannot load encoder {spec.encoder!r} ({type(exc).__name__}: {exc})") from exc
+    return encoder
 
 
 def load_model(path: str | os.PathLike[str] | None = None, *, encoder: Encoder | None = None,
-               batch_size: int = 8) -> Recogniser:
+               batch_size: int = 8, precision: str | None = None) -> Recogniser:
     """Load a bundle folder (default: the packaged default model) as a :class:`Recogniser`.
+
+    The encoder runs at ``precision`` (default ``auto``: bf16 only where the hardware
+    computes it natively, else fp32; ``fp32``, ``bf16`` or ``int8`` explicitly), whatever
+    precision the bundle was trained with (``features.trained_precision``).
 
     Raises :class:`~polyemo.bundle.BundleError` for a missing or modified file, or when the
     installed encoder differs from the one the head was trained on.
@@ -271,4 +282,4 @@ def load_model(path: str | os.PathLike[str] | None = None, *, encoder: Encoder |
         path = default_model_path()
         if not (path / "manifest.json").exists():
             raise BundleError(path, None, "no default model is installed in this polyemo; pass a bundle folder (--model)")
-    return Recogniser(read_bundle(path), encoder, batch_size=batch_size)
+    return Recogniser(read_bundle(path), encoder, batch_size=batch_size, precision=precision)
