@@ -303,14 +303,16 @@ def shallow(paths: list[str], batch_seconds: float) -> dict[str, Any]:
     audio = sum(w.size for w in waves) / 16000
     out: dict[str, Any] = {"audio_seconds": audio}
     blocks = encoder.encoder.layers
-    for label, keep in (("all_blocks", len(blocks)), ("blocks_le_3", 3)):
+    # alternated twice, best of each: load from other processes drifts between passes
+    for label, keep in (("all_blocks", len(blocks)), ("blocks_le_3", 3)) * 2:
         encoder.encoder.layers = torch.nn.ModuleList(list(blocks)[:keep])
         encoder.pooled(batches[-1])  # warm-up
         started = time.perf_counter()
         for batch in batches:
             encoder.pooled(batch)
         seconds = time.perf_counter() - started
-        out[label] = {"wall_seconds": seconds, "x_real_time": audio / seconds}
+        if label not in out or seconds < out[label]["wall_seconds"]:
+            out[label] = {"wall_seconds": seconds, "x_real_time": audio / seconds}
         print(f"  in-process {label}: {audio:.1f} s audio in {seconds:.1f} s ({audio / seconds:.1f}x real time)",
               flush=True)
     encoder.encoder.layers = blocks
@@ -359,6 +361,10 @@ def write_report(data: dict[str, Any]) -> str:
         f"{data['audio_seconds']:.1f} s of audio, mean {data['mean_seconds']:.2f} s).",
         "",
         f"**Machine:** {machine_line(m)}.",
+        "",
+        f"Load average (1 min) at start {data['load_average']['start'][0]:.1f}, at end {data['load_average']['end'][0]:.1f} "
+        f"on {m['cores']} cores: other processes share the cores, so the GEMM rates (and so the floor) and the "
+        "measured speeds are taken under the same contention only approximately; compare runs on a quiet machine.",
         "",
         "## GEMM throughput (torch, GFLOP/s, best of repeats after warm-up)",
         "",
@@ -429,6 +435,7 @@ def main() -> None:
 
     import torch
 
+    load_start = os.getloadavg()  # other work on the machine lowers every figure below
     m = machine()
     torch.set_num_threads(m["cores"])
     print(machine_line(m), flush=True)
@@ -439,7 +446,6 @@ def main() -> None:
     rows = [30 * FRAMES_PER_SECOND, 5 * FRAMES_PER_SECOND]
     results = gemm(arch["d_model"], arch["ffn"], rows, args.budget, args.bf16_budget)
     precisions = list(dict.fromkeys(r["precision"] for r in results))
-    block = {p: {str(r): block_throughput(results, p, r) for r in rows} for p in precisions}
 
     with tempfile.TemporaryDirectory(prefix="polyemo-roofline-") as tmp:
         work = Path(tmp)
@@ -454,15 +460,11 @@ def main() -> None:
             "30 s clips": {"all": flops_per_audio_second(arch, [30.0], arch["encoder_layers"]),
                            "le3": flops_per_audio_second(arch, [30.0], 3)},
         }
-        work_all = flops_per_audio_second(arch, durations, arch["encoder_layers"])
+        work_all = flops_per_audio_second(arch, durations, arch["encoder_layers"])  # floor: see after the measured phase
         work_le3 = flops_per_audio_second(arch, durations, 3)
         tail_overhead = flops_per_audio_second(arch, durations, arch["encoder_layers"], arch["tail_seconds"]) / work_all - 1
         print(f"FLOPs per audio second on these files: all {work_all / 1e9:.3f} G, <= 3 blocks {work_le3 / 1e9:.3f} G "
               f"(+{tail_overhead * 100:.0f} % with the tail)", flush=True)
-        floor = {p: {"all": block[p]["1500"] * 1e9 / work_all, "le3": block[p]["1500"] * 1e9 / work_le3}
-                 for p in precisions if block[p]["1500"]}
-        for p, f in floor.items():
-            print(f"  floor {p}: all blocks {f['all']:.1f}x, blocks <= 3 {f['le3']:.1f}x real time", flush=True)
 
         print("Measured:", flush=True)
         measured: dict[str, Any] = {"extract_fp32": extract(manifest, "fp32", work)}
@@ -474,6 +476,23 @@ def main() -> None:
         predict_precision = default_model_precision(m["native_bf16"])
         measured["predict"] = {**predict(paths, audio, work), "precision": predict_precision}
         measured["hello"] = hello(predict_precision, work)
+
+    # Other processes on the cores slow some phases: a second GEMM pass after the measured
+    # phase, and the floor takes the faster of the two per shape (the machine's capability).
+    print("GEMM throughput, second pass:", flush=True)
+    second = gemm(arch["d_model"], arch["ffn"], rows, args.budget, args.bf16_budget)
+    passes = {"first": results, "second": second}
+    best: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+    for r in results + second:
+        key = (r["precision"], r["M"], r["K"], r["N"])
+        if key not in best or r["seconds"] < best[key]["seconds"]:
+            best[key] = r
+    results = list(best.values())
+    block = {p: {str(r): block_throughput(results, p, r) for r in rows} for p in precisions}
+    floor = {p: {"all": block[p]["1500"] * 1e9 / work_all, "le3": block[p]["1500"] * 1e9 / work_le3}
+             for p in precisions if block[p]["1500"]}
+    for p, f in floor.items():
+        print(f"  floor {p}: all blocks {f['all']:.1f}x, blocks <= 3 {f['le3']:.1f}x real time", flush=True)
 
     bf16_note = f"{bf16_files} files, emulated bf16" if not m["native_bf16"] else "native bf16"
     table = [
@@ -525,9 +544,10 @@ def main() -> None:
 
     data = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": m, "machine_line": machine_line(m),
             "arch": arch, "formula": FORMULA, "files": len(paths), "audio_seconds": audio,
-            "mean_seconds": audio / len(paths), "rows": rows, "precisions": precisions, "gemm": results,
+            "mean_seconds": audio / len(paths), "rows": rows, "precisions": precisions, "gemm": results, "gemm_passes": passes,
             "block_gflops": block, "flops": flops, "tail_overhead": tail_overhead, "floor": floor,
             "measured": measured, "table": table, "targets": targets}
+    data["load_average"] = {"start": load_start, "end": os.getloadavg()}
     report = write_report(data)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".md").write_text(report)
