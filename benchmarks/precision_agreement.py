@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N recordings (a quick check)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS / "precision_agreement.md")
+    parser.add_argument("--note", default="", help="conditions of the run, printed under the table (e.g. a shared machine)")
     args = parser.parse_args()
 
     from polyemo.predict import load_model
@@ -93,7 +94,7 @@ def main() -> None:
         })
     info = machine()
     result = {"reference": reference, "recordings": len(paths), "audio_seconds": round(audio_seconds, 1),
-              "machine": info, "rows": rows}
+              "machine": info, "rows": rows, "note": args.note}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
@@ -120,6 +121,8 @@ def main() -> None:
             lines.append(f"Labels changed with {row['precision']}: {'; '.join(row['changed_recordings'])}.")
     lines += ["", "Probabilities are the model's seven ekman7 class probabilities; differences are over all "
               "recordings and classes. Seconds include decoding and the model head (the whole `predict`).", ""]
+    if args.note:
+        lines += [f"Conditions: {args.note}", ""]
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"-> {args.out}")
 

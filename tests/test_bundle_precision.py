@@ -3,7 +3,8 @@
 The agreement test runs the packaged default model (trained on fp32 whisper-base features)
 on 24 real EmoDB clips with the encoder in fp32 and in bf16. bf16 is emulated on CPUs
 without AVX512-BF16/AMX (about 3x the fp32 time here), so all 535 clips are in
-``benchmarks/precision_agreement.py`` (results in benchmarks/results/precision_agreement.md).
+``benchmarks/precision_agreement.py`` (benchmarks/results/precision_agreement.md: 534 of 535
+labels equal, 99.8 %; largest probability difference 0.026, mean 0.0011).
 """
 
 from __future__ import annotations
