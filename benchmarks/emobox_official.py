@@ -1,6 +1,6 @@
 """Our scores on EmoBox's own folds beside EmoBox's published UA, per corpus, one table.
 
-    python benchmarks/emobox_official.py [--precision fp32] [--out DIR] [--results FILE]
+    python benchmarks/emobox_official.py [--precision auto] [--out DIR] [--results FILE]
     python benchmarks/emobox_official.py --limit 16 --encoder egemaps --epochs 1 --results /tmp/e.md  # shrunk check
 
 Runs ``polyemo bench recipes/emobox.yaml`` (Python API, :func:`polyemo.experiment.run_bench`)
@@ -8,7 +8,7 @@ on the six shared corpora with categorical labels (emodb, ravdess, savee, emovo,
 baved, arousal levels without EmoBox folds, is left out): protocol ``emobox_official``
 (EmoBox's published train/test files in ../shared/emobox, validation carved from each fold's
 training speakers), each corpus on its own native classes, frozen whisper-base (precision
-``--precision``, default fp32: a CPU without native bf16 would emulate it slowly), pooled
+``--precision``, default auto: bf16 only where the CPU computes it natively, else fp32), pooled
 features of every layer with learned layer weights and a linear layer, every choice made on
 validation speakers. Writes benchmarks/results/emobox_official.md (and .json): per corpus,
 our UA / WA / macro-F1 as the mean of folds with its 95 % interval and pooled, beside
@@ -178,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "emobox-official", help="bench folder (resumable)")
     parser.add_argument("--results", type=Path, default=RESULTS / "emobox_official.md", help="markdown table (+ .json)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="encoder precision")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="encoder precision (auto: bf16 only where native)")
     parser.add_argument("--encoder", default=None, help="another encoder (e.g. egemaps for a shrunk check)")
     parser.add_argument("--limit", type=int, default=None, help="smoke test: at most N utterances per corpus")
     parser.add_argument("--epochs", type=int, default=None)

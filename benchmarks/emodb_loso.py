@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpora-root", type=Path, default=HERE.parent.parent / "shared" / "corpora")
     parser.add_argument("--variants", default=",".join([*HEADLINE, *VARIANTS]))
-    parser.add_argument("--precision", default="fp32", help="encoder precision (bf16 only where the CPU has it natively)")
+    parser.add_argument("--precision", default="auto", help="encoder precision: auto (bf16 only where the CPU has it natively, else fp32), fp32, bf16, int8")
     parser.add_argument("--cache", type=Path, default=None,
                         help="feature cache for the warm runs (default: the cold run's; with --skip-cold: the user cache)")
     parser.add_argument("--skip-cold", action="store_true")

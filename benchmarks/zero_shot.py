@@ -33,7 +33,7 @@ def _ci(ci) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=None, help="feature cache (default: the user cache)")
-    parser.add_argument("--precision", default="fp32", help="encoder precision (bf16 only where the CPU has it natively)")
+    parser.add_argument("--precision", default="auto", help="encoder precision: auto (bf16 only where the CPU has it natively, else fp32), fp32, bf16, int8")
     parser.add_argument("--recipe", type=Path, default=HERE.parent / "recipes" / "zero-shot.yaml")
     parser.add_argument("--out", type=Path, default=None, help="bench folder (default: a temporary one)")
     args = parser.parse_args()
