@@ -115,17 +115,8 @@ def test_refuses_to_mix_configurations(tiny_experiment, tiny_run):
         run_experiment(changed, tiny_run.out_dir, progress=False)
 
 
-def test_layer_choice_and_training_never_see_test_rows(shared_corpora, feature_cache, tmp_path, monkeypatch):
-    from polyemo.train import estimator as estimator_module
-
-    seen: list[set[str]] = []
-    real_fit = estimator_module.Estimator.fit
-
-    def recording_fit(self, train, val):
-        seen.append(set(train.utt_ids) | set(val.utt_ids))
-        return real_fit(self, train, val)
-
-    monkeypatch.setattr(estimator_module.Estimator, "fit", recording_fit)
+def test_layer_choice_and_training_never_see_test_rows(shared_corpora, feature_cache, tmp_path, fitted_rows):
+    seen = fitted_rows
     config = {
         "name": "layers", "corpora": ["emodb"], "corpora_root": str(shared_corpora),
         "protocol": {"name": "speaker_kfold", "params": {"k": 3}},

@@ -101,19 +101,10 @@ def test_grid_expands_in_order():
     assert len(spec.expanded()) == 5
 
 
-def test_run_with_select_never_fits_on_test_rows(shared_corpora, feature_cache, tmp_path, monkeypatch):
+def test_run_with_select_never_fits_on_test_rows(shared_corpora, feature_cache, tmp_path, fitted_rows):
     """Every fit inside a nested-selection run -- inner folds, candidates, refit -- sees only
     the outer fold's training and validation rows; fold.json records the choice."""
-    from polyemo.train import estimator as estimator_module
-
-    seen: list[set[str]] = []
-    real_fit = estimator_module.Estimator.fit
-
-    def recording_fit(self, train, val):
-        seen.append(set(train.utt_ids) | set(val.utt_ids))
-        return real_fit(self, train, val)
-
-    monkeypatch.setattr(estimator_module.Estimator, "fit", recording_fit)
+    seen = fitted_rows
     config = {
         "name": "nested", "corpora": ["emodb"], "corpora_root": str(shared_corpora), "labels": "big4",
         "protocol": {"name": "speaker_kfold", "params": {"k": 3}},
