@@ -51,7 +51,7 @@ from polyemo.experiment.plan import PLAN_FILE, FeatureRequest, make_experiment_s
 from polyemo.experiment.report import write_run_report
 from polyemo.experiment.results import FOLD_FILE, RUN_FILE, FoldSummary, RunResult
 from polyemo.experiment.score import score_run
-from polyemo.experiment.selection import fit_on_training, select_layer_on_validation
+from polyemo.experiment.selection import fit_on_training, scored_rows, select_layer_on_validation
 from polyemo.io import read_table, write_json, write_table, write_text
 from polyemo.progress import progress_bar
 
@@ -122,8 +122,7 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
     test = SealedSplit(test_data, name=f"{fold.name} test")
     prediction = estimator.predict(test.open(report.receipt))
     # enrolled-speaker normalisation: each test speaker's enrolment clips only fed its statistics
-    enrolment = getattr(estimator.normaliser, "enrolment", None)
-    scored = ~enrolment(test_data) if enrolment is not None else np.ones(len(test_rows), dtype=bool)
+    scored = scored_rows(estimator, test_data)
     test_rows, n_enrolment = test_rows[scored], int((~scored).sum())
     prediction = type(prediction)(prediction.probabilities[scored], {k: v[scored] for k, v in prediction.outputs.items()})
 

@@ -118,11 +118,19 @@ class TrainedOnTraining:
         return restrict(data, [list(loaded).index(layer) for layer in self.encoder_layers])
 
 
+def scored_rows(estimator: Estimator, data: SplitData) -> np.ndarray:
+    """Which rows of held-out ``data`` are scored: all, except the enrolment clips of an
+    enrolled-speaker normaliser (they only feed each speaker's statistics)."""
+    enrolment = getattr(estimator.normaliser, "enrolment", None)
+    return ~enrolment(data) if enrolment is not None else np.ones(len(data), dtype=bool)
+
+
 def _score(estimator: Estimator, data: SplitData, metric: str) -> float:
     from polyemo.train.adapters import classification_scores
 
-    probabilities = estimator.predict(data).probabilities
-    return float(classification_scores(data.labels, probabilities, estimator.class_names)[metric])
+    scored = scored_rows(estimator, data)
+    probabilities = estimator.predict(data).probabilities[scored]
+    return float(classification_scores(data.labels[scored], probabilities, estimator.class_names)[metric])
 
 
 def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame, inputs: InputProvider,
@@ -156,11 +164,11 @@ def choose_candidate(config: ExperimentConfig, train_rows: pd.DataFrame, val_row
             raise ExperimentError(f"select.by {spec.by}: cannot split the training rows: {error}") from None
         inner_names = [f.name for f in inner.folds]
         parts = {f.name: inner.frames(seen, f.name) for f in inner.folds}
-        for name in inner_names:
-            test = parts[name]["test"]
-            key = "language" if spec.by in ("leave_one_language_out", "lolo") else (
-                "corpus" if spec.by in ("leave_one_corpus_out", "loco") else "speaker")
-            inner_groups.append(sorted(test[key].astype(str).unique()))
+        for fold in inner.folds:
+            # What each inner fold held out: its target (a language, a corpus) or its test speakers.
+            target = fold.info.get("target")
+            inner_groups.append([str(target)] if target is not None
+                                else sorted(parts[fold.name]["test"]["speaker"].astype(str).unique()))
         for candidate in candidates:
             sub = apply_candidate(config, candidate)
             fold_scores = []
