@@ -241,3 +241,65 @@ def fit_on_training(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows
     return TrainedOnTraining(estimator=estimator, report=report, config=config, encoder_layers=encoder_layers,
                              selected_layer=selected, layer_scores=layer_scores, selection=selection,
                              refit=refit_info)
+
+
+# --- test-time adaptation strength (issue 12) ---------------------------------------------
+def choose_adaptation(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
+                      inputs: InputProvider, classes: list[str], options: dict[str, list[dict[str, Any]]], *,
+                      by: str = "leave_one_language_out", params: dict[str, Any] | None = None,
+                      metric: str = "macro_f1") -> dict[str, SelectionRecord]:
+    """Per adapter, its settings chosen by an inner protocol over the TRAINING rows only.
+
+    ``options``: adapter name -> candidate settings (e.g. ``{"prior-em": [{"strength": 0.0},
+    {"strength": 1.0}]}``). Each inner fold (``by``: train on all but one TRAINING language,
+    score on it) fits ``config`` (its choices already fixed: no ``select``) once, predicts its
+    held-out language once, and applies every candidate of every adapter to that unlabelled
+    batch; the candidate with the best mean inner score wins (ties: the first listed, so list
+    the weakest setting first). The fold's own test rows are not an argument.
+    """
+    from polyemo.splits import SplitError, make_split
+    from polyemo.train.adaptation import make_adapter
+
+    if config.select is not None:
+        raise ExperimentError("choose_adaptation takes a configuration whose choices are fixed (no select)")
+    seen = pd.concat([train_rows, val_rows], ignore_index=True)
+    try:
+        inner = make_split(seen, by, label_column=TARGET_COLUMN, seed=config.seed, **(params or {}))
+    except SplitError as error:
+        raise ExperimentError(f"adaptation by {by}: cannot split the training rows: {error}") from None
+    quiet = config.train_config(show_progress=False, log_path=None, checkpoint_path=None)
+    per_fold: dict[str, list[list[float]]] = {name: [[] for _ in cands] for name, cands in options.items()}
+    names, groups = [], []
+    for fold in inner.folds:
+        part = inner.frames(seen, fold.name)
+        fold_classes = [c for c in classes if c in set(part["train"][TARGET_COLUMN])]
+        fitted = fit_on_training(config, part["train"], part["validation"], inputs, fold_classes, quiet)
+        masks = fold_class_masks(pd.concat([part["train"], part["validation"]]), fold_classes)
+        fit_rows = fitted.prepare(inputs.split_data(pd.concat([part["train"], part["validation"]]), fold_classes, masks),
+                                  inputs.layers)
+        test_rows = part["test"][part["test"][TARGET_COLUMN].isin(fold_classes)]
+        test = fitted.prepare(inputs.split_data(test_rows, fold_classes, {}), inputs.layers)
+        scored = scored_rows(fitted.estimator, test)
+        plain = fitted.estimator.predict(test).probabilities
+        names.append(fold.name)
+        target = fold.info.get("target")
+        groups.append([str(target)] if target is not None else sorted(test_rows["speaker"].astype(str).unique()))
+        from polyemo.train.adapters import classification_scores
+
+        for name, candidates in options.items():
+            for j, candidate in enumerate(candidates):
+                adapter = make_adapter(name, **candidate).fit(fitted.estimator, fit_rows)
+                # the unlabelled batch the adapter sees: the scored rows (enrolment clips only fed statistics)
+                batch = test.subset(np.flatnonzero(scored))
+                probabilities = adapter.adapt(fitted.estimator, batch, plain[scored])
+                per_fold[name][j].append(float(classification_scores(
+                    test.labels[scored], probabilities, fitted.estimator.class_names)[metric]))
+    records = {}
+    for name, candidates in options.items():
+        scores = [float(np.mean([s for s in fold if math.isfinite(s)] or [float("nan")])) for fold in per_fold[name]]
+        ranked = [s if math.isfinite(s) else -math.inf for s in scores]
+        records[name] = SelectionRecord(by=by, metric=metric, candidates=[dict(c) for c in candidates], scores=scores,
+                                        per_fold=per_fold[name], inner_folds=names, inner_test_groups=groups,
+                                        chosen=int(np.argmax(ranked)), n_rows=len(seen),
+                                        rows_sha256=rows_digest(seen["utt_id"].astype(str)))
+    return records
