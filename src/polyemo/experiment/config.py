@@ -284,7 +284,8 @@ class ExperimentConfig(_Strict):
     loss: LossSpec = Field(default_factory=LossSpec)
     #: see polyemo.train.normalise; ``speaker`` is read as ``test-speaker``; enrolled-speaker's
     #: clips per speaker are ``training.enrol_clips`` (or ``{name: enrolled-speaker, enrol: k}``)
-    normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"] = "none"
+    normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker",
+                           "corpus-standardised", "speaker-standardised"] = "none"
     training: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     limit: LimitSpec = Field(default_factory=LimitSpec)

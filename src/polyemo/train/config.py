@@ -49,11 +49,14 @@ class TrainConfig(BaseModel):
     checkpoint: Literal["best", "last"] = "best"
     seed: int = 0
     deterministic: bool = True
-    sampling: Literal["none", "class_balanced", "undersample"] = "none"
+    #: corpus_balanced / corpus_class_balanced (issue 12): rows drawn with probability inversely
+    #: proportional to their corpus' (corpus and class's) row count, corpus from the utt_id prefix
+    sampling: Literal["none", "class_balanced", "undersample", "corpus_balanced", "corpus_class_balanced"] = "none"
     loss: str = "ce"
     loss_params: dict[str, Any] = Field(default_factory=dict)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"] = "none"
+    normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker",
+                           "corpus-standardised", "speaker-standardised"] = "none"
     utterance_axis: Literal["frames", "features"] = "frames"
     speaker_min_utterances: int = Field(5, ge=1)
     #: enrolment clips per speaker of ``enrolled-speaker`` normalisation (chosen with ``seed``)
@@ -88,7 +91,7 @@ class TrainConfig(BaseModel):
         return "test-speaker" if value == "speaker" else value
 
     def normaliser_options(self) -> dict[str, Any]:
-        if self.normalisation == "test-speaker":
+        if self.normalisation in ("test-speaker", "corpus-standardised", "speaker-standardised"):
             return {"min_utterances": self.speaker_min_utterances}
         if self.normalisation == "enrolled-speaker":
             return {"enrol": self.enrol_clips, "seed": self.seed}

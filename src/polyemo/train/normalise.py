@@ -43,9 +43,11 @@ import pandas as pd
 from polyemo.io import atomic_path
 from polyemo.train.data import SplitData
 
-NormalisationKind = Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker"]
+NormalisationKind = Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker",
+                            "corpus-standardised", "speaker-standardised"]
 #: every accepted name, aliases included
-NORMALISATION_NAMES: tuple[str, ...] = ("none", "global", "utterance", "test-speaker", "enrolled-speaker", "speaker")
+NORMALISATION_NAMES: tuple[str, ...] = ("none", "global", "utterance", "test-speaker", "enrolled-speaker",
+                                        "corpus-standardised", "speaker-standardised", "speaker")
 #: old names that still resolve
 NORMALISATION_ALIASES: dict[str, str] = {"speaker": "test-speaker"}
 #: default number of enrolment clips per speaker (``enrolled-speaker``)
@@ -56,6 +58,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "utterance": "each utterance standardised on its own",
     "test-speaker": "transductive, unlabelled: statistics of all of each test speaker's clips",
     "enrolled-speaker": "statistics of {k} enrolment clips per speaker, excluded from scoring",
+    "corpus-standardised": "training rows standardised per training corpus; any other corpus: training mean/std",
+    "speaker-standardised": "training rows standardised per training speaker; any other speaker: training mean/std",
 }
 _TINY = 1e-8
 
@@ -376,9 +380,80 @@ class UtteranceNormaliser(Normaliser):
         self.axis = str(state["axis"])
 
 
+def corpus_of(utt_ids) -> np.ndarray:
+    """The corpus of each row from the ``corpus/`` prefix of its utt_id (None without one)."""
+    return np.array([str(u).split("/", 1)[0] if u is not None and "/" in str(u) else None
+                     for u in (utt_ids if utt_ids is not None else [])], dtype=object)
+
+
+class TrainingGroupNormaliser(Normaliser):
+    """Domain generalisation on the TRAINING side (issue 12): each training corpus
+    (``corpus-standardised``) or training speaker (``speaker-standardised``) is standardised
+    with its own statistics, fitted on the training rows, so the head learns from rows whose
+    corpus/speaker offsets are gone. Rows of any group not seen in ``fit`` -- a held-out
+    language, a validation speaker, a deployed recording -- get the global training
+    statistics: no target data is used. Groups with fewer than ``min_utterances`` training
+    rows fall back to the global statistics as well."""
+
+    kind: ClassVar[str] = ""
+    group: ClassVar[str] = ""
+
+    def __init__(self, min_utterances: int = 5) -> None:
+        if min_utterances < 1:
+            raise ValueError(f"min_utterances must be >= 1, got {min_utterances}")
+        self.min_utterances = int(min_utterances)
+        self.fallback = GlobalNormaliser()
+        self.group_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def groups(self, data: SplitData) -> np.ndarray:
+        if self.group == "corpus":
+            return corpus_of(data.utt_ids if data.utt_ids is not None else [None] * len(data))
+        return np.asarray(data.speakers if data.speakers is not None else [None] * len(data), dtype=object)
+
+    def fit(self, train: SplitData) -> TrainingGroupNormaliser:
+        self.fallback.fit(train)
+        self.group_stats = {}
+        for name, rows in _speaker_groups(self.groups(train)).items():
+            if len(rows) >= self.min_utterances:
+                self.group_stats[name] = moments(train.features, rows)[:2]
+        return self
+
+    def transform(self, data: SplitData) -> SplitData:
+        if self.fallback.mean is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted (fit it on the training split)")
+        fallback = (self.fallback.mean, self.fallback.std)
+        chosen = [fallback if _is_unknown(g) else self.group_stats.get(str(g), fallback) for g in self.groups(data)]
+        return _standardise_rows(data, chosen)
+
+    def state(self) -> dict[str, np.ndarray]:
+        names = sorted(self.group_stats)
+        shape = self.fallback.mean.shape
+        return {"min_utterances": np.array(self.min_utterances), "mean": self.fallback.mean, "std": self.fallback.std,
+                "groups": np.array(names, dtype=str),
+                "group_mean": np.stack([self.group_stats[g][0] for g in names]) if names else np.zeros((0, *shape)),
+                "group_std": np.stack([self.group_stats[g][1] for g in names]) if names else np.zeros((0, *shape))}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.min_utterances = int(state["min_utterances"])
+        self.fallback = GlobalNormaliser()
+        self.fallback.load_state(state)
+        self.group_stats = {str(g): (state["group_mean"][i], state["group_std"][i]) for i, g in enumerate(state["groups"])}
+
+
+class CorpusStandardised(TrainingGroupNormaliser):
+    kind = "corpus-standardised"
+    group = "corpus"
+
+
+class SpeakerStandardised(TrainingGroupNormaliser):
+    kind = "speaker-standardised"
+    group = "speaker"
+
+
 NORMALISERS: dict[str, type[Normaliser]] = {
     "global": GlobalNormaliser, "utterance": UtteranceNormaliser, "test-speaker": SpeakerNormaliser,
     "enrolled-speaker": EnrolledSpeakerNormaliser,
+    "corpus-standardised": CorpusStandardised, "speaker-standardised": SpeakerStandardised,
     "speaker": SpeakerNormaliser,  # statistics files written before the rename
 }
 

@@ -61,7 +61,8 @@ def seeded(seed: int, deterministic: bool = True, device: torch.device | None = 
 class EpochSampler:
     """Row order of each epoch from a seeded generator: shuffle, class-balanced or undersampled."""
 
-    def __init__(self, labels: np.ndarray, mode: str, generator: torch.Generator) -> None:
+    def __init__(self, labels: np.ndarray, mode: str, generator: torch.Generator,
+                 groups: np.ndarray | None = None) -> None:
         self.mode = mode
         self.generator = generator
         self.n = len(labels)
@@ -75,6 +76,19 @@ class EpochSampler:
             # the same indices as before it replaced our own multinomial call (tested).
             self.balanced = WeightedRandomSampler(self.weights, len(self.labelled), replacement=True,
                                                   generator=generator)
+        elif mode in ("corpus_balanced", "corpus_class_balanced"):
+            # issue 12: every corpus (corpus and class) drawn equally often, whatever its size
+            if groups is None or len(groups) != self.n:
+                raise ValueError(f"sampling {mode!r} needs each row's corpus (utt_ids 'corpus/...')")
+            keys = [str(g) for g in np.asarray(groups, dtype=object)[self.labelled.numpy()]]
+            if mode == "corpus_class_balanced":
+                keys = [f"{k}\t{int(c)}" for k, c in zip(keys, labels_t[self.labelled].tolist())]
+            _, codes = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+            counts = np.bincount(codes)
+            self.weights = torch.as_tensor(1.0 / counts[codes], dtype=torch.double)
+            self.balanced = WeightedRandomSampler(self.weights, len(self.labelled), replacement=True,
+                                                  generator=generator)
+            self.mode = "class_balanced"  # drawn the same way, with these weights
         elif mode not in ("none", "undersample"):
             raise ValueError(f"unknown sampling {mode!r}")
 
@@ -129,6 +143,13 @@ class Batches:
         return x.to(self.device), lengths, targets
 
 
+def _corpora(data: SplitData) -> np.ndarray | None:
+    """Each row's corpus (the utt_id's ``corpus/`` prefix) for corpus-balanced sampling."""
+    if data.utt_ids is None:
+        return None
+    return np.array([str(u).split("/", 1)[0] for u in data.utt_ids], dtype=object)
+
+
 @ESTIMATORS.register("torch")
 class Trainer(Estimator):
     """Trains a torch head (:class:`~polyemo.heads.model.HeadModel`) on pooled or frame features."""
@@ -165,7 +186,7 @@ class Trainer(Estimator):
             class_counts = np.bincount(labelled, minlength=self.num_classes)
             loss_fn = build_emotion_loss(cfg.loss, class_counts, cfg.loss_params, cfg.label_smoothing)
             generator = torch.Generator().manual_seed(cfg.seed)
-            sampler = EpochSampler(train.labels, cfg.sampling, generator)
+            sampler = EpochSampler(train.labels, cfg.sampling, generator, groups=_corpora(train))
             train_batches, val_batches = Batches(train, device), Batches(val, device)
 
             micro_batches = math.ceil(len(sampler) / cfg.batch_size)
