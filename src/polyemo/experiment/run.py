@@ -8,6 +8,7 @@
     feature_failures.csv         rows the encoder could not use (left out)
     split/                       split.json (verified hash) + one CSV per fold
     folds/<fold>/predictions.csv, fold.json, training_log.jsonl
+    folds/<fold>/validation_predictions.csv   validation predictions of a fold not refitted (ensembles)
     predictions.csv              every test utterance: utt_id, corpus, speaker, fold, true,
                                  pred, p_<class>...
     metrics.json, metrics.md     per fold, mean_of_folds AND pooled (bootstrap CIs)
@@ -115,6 +116,10 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
     # Every choice (candidates, layer, C, epoch) and the refit see the train/validation rows only.
     fitted = fit_on_training(config, train_rows, val_rows, inputs, fold_classes, train_config)
     estimator, report = fitted.estimator, fitted.report
+    if fitted.refit is None:  # a model that never saw its validation rows: keep their predictions (ensembles)
+        from polyemo.experiment.ensemble import write_validation_predictions
+
+        write_validation_predictions(fitted, inputs, train_rows, val_rows, fold.name, classes, fold_classes, fold_dir)
 
     # The test part is built (and sealed) only after every choice was made on train/validation.
     masks = fold_class_masks(pd.concat([train_rows, val_rows]), fold_classes)
