@@ -55,3 +55,24 @@ class ToyEncoder(Encoder):
                 layers.append(hidden)
             out.append(FrameFeatures(np.stack(layers).astype(np.float32), frame_rate=16_000 / HOP))
         return out
+
+
+class StoppingToyEncoder(ToyEncoder):
+    """The toy encoder that stops after the last layer asked for, and records how deep it went."""
+
+    stops_early = True
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.deepest: list[int] = []  # the last layer computed, per call
+
+    def frames_upto(self, waves, last_layer):
+        full = self.frames(waves)
+        self.deepest[-1] = last_layer if last_layer is not None else self.num_layers - 1
+        if last_layer is None:
+            return full
+        return [FrameFeatures(f.layers[: last_layer + 1], f.frame_rate) for f in full]
+
+    def frames(self, waves):
+        self.deepest.append(self.num_layers - 1)
+        return super().frames(waves)

@@ -41,3 +41,23 @@ def test_extract_command_fills_and_reuses_the_cache(prepared_manifest, tmp_path)
 
     bad = runner.invoke(app, ["extract", str(manifest_path), "--encoder", "egemaps", "--layers", "x"])
     assert bad.exit_code != 0 and "comma-separated integers" in bad.output
+
+
+def test_cache_verify_names_a_corrupt_shard_and_gc_frees_it(prepared_manifest, tmp_path):
+    manifest = prepared_manifest("emodb").sort_values("utt_id").iloc[:3]
+    cache = tmp_path / "cache"
+    result = features(manifest, "egemaps", cache_dir=cache, progress=False)
+    runner = CliRunner()
+    clean = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache)])
+    assert clean.exit_code == 0 and "3 recordings pooled" in clean.output and "ok" in clean.output, clean.output
+    (shard,) = (result.store_dir / "pooled").glob("*.safetensors")
+    data = bytearray(shard.read_bytes())
+    data[-2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    broken = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache)])
+    assert broken.exit_code == 1 and shard.name in broken.output and "checksum mismatch" in broken.output
+    collected = runner.invoke(app, ["cache", "gc", "--cache-dir", str(cache)])
+    assert collected.exit_code == 0 and "removed 1 files" in collected.output, collected.output
+    again = features(manifest, "egemaps", cache_dir=cache, progress=False)  # recomputed, right numbers
+    assert again.computed == 3
+    np.testing.assert_array_equal(again.array, result.array)

@@ -27,7 +27,7 @@ import pandas as pd
 import soundfile as sf
 
 from polyemo.audio import SAMPLE_RATE, AudioError, load_audio, pcm_hash
-from polyemo.cache.store import FRAME_DTYPES, FeatureStore
+from polyemo.cache.store import FRAME_DTYPES, FeatureStore, frames_kind
 from polyemo.encoders.base import Encoder, pool_mean_std
 from polyemo.io import read_table, write_table
 from polyemo.progress import progress_bar
@@ -54,6 +54,9 @@ class Plan:
     kind: str
     frame_layers: list[int]
     frame_dtype: str
+    #: the encoder runs blocks up to this layer only (None: all); pooled features are stored for ``pooled_layers``
+    last_layer: int | None
+    pooled_layers: list[int]
     flush_seconds: float
     shard_items: int
     shard_bytes: int
@@ -193,9 +196,21 @@ class _Writer:
             self.store.write_frames(self.frames, self.plan.frame_layers, self.plan.frame_dtype, self.frame_rate)
             self.frames, self.frame_bytes = [], 0
         if self.pooled:
-            self.store.write_pooled([h for h, _ in self.pooled], np.stack([f for _, f in self.pooled]))
+            self.store.write_pooled([h for h, _ in self.pooled], np.stack([f for _, f in self.pooled]), self.plan.pooled_layers)
             self.pooled = []
         self.last_flush = time.monotonic()
+
+
+def _frames_upto(encoder: Encoder, waves: list[np.ndarray], last_layer: int | None):
+    if last_layer is None or not hasattr(encoder, "frames_upto"):
+        return encoder.frames(waves)
+    return encoder.frames_upto(waves, last_layer)
+
+
+def _pooled_upto(encoder: Encoder, waves: list[np.ndarray], last_layer: int | None) -> np.ndarray:
+    if last_layer is None or not hasattr(encoder, "pooled_upto"):
+        return encoder.pooled(waves)
+    return encoder.pooled_upto(waves, last_layer)
 
 
 def _encode(encoder: Encoder, plan: Plan, batch: list[WorkItem], waves: list[np.ndarray]):
@@ -204,7 +219,7 @@ def _encode(encoder: Encoder, plan: Plan, batch: list[WorkItem], waves: list[np.
     pooled: list[np.ndarray | None] = [None] * n
     frames: list[tuple[np.ndarray, float] | None] = [None] * n
     if plan.kind == "frames":
-        outputs = encoder.frames(waves)
+        outputs = _frames_upto(encoder, waves, plan.last_layer)
         if len(outputs) != n:
             raise ValueError(f"encoder returned {len(outputs)} frame sets for {n} waveforms")
         # Pool the frames we already have with the encoder's own pooling (Encoder.pool
@@ -221,11 +236,11 @@ def _encode(encoder: Encoder, plan: Plan, batch: list[WorkItem], waves: list[np.
                 pooled[i] = np.asarray(pool(layers), dtype=np.float32)
         wanted = [i for i in range(n) if batch[i].need_pooled and pooled[i] is None]
         if wanted:
-            block = np.asarray(encoder.pooled([waves[i] for i in wanted]), dtype=np.float32)
+            block = np.asarray(_pooled_upto(encoder, [waves[i] for i in wanted], plan.last_layer), dtype=np.float32)
             for j, i in enumerate(wanted):
                 pooled[i] = block[j]
     else:
-        block = np.asarray(encoder.pooled(waves), dtype=np.float32)
+        block = np.asarray(_pooled_upto(encoder, waves, plan.last_layer), dtype=np.float32)
         if block.shape[0] != n:
             raise ValueError(f"encoder returned {block.shape[0]} pooled rows for {n} waveforms")
         pooled = list(block)
@@ -241,7 +256,7 @@ def run_batches(
 ) -> None:
     """Encode ``batches`` into ``store``; ``report`` is told each batch's outcome."""
     writer = _Writer(store, plan)
-    expected = (encoder.num_layers, encoder.pooled_dim)
+    expected = (len(plan.pooled_layers), encoder.pooled_dim)
     try:
         for batch, loaded in _prefetched(batches):
             outcome = BatchReport(done=[], failed=[])
@@ -481,10 +496,13 @@ def features(
 
     ``encoder`` is an :class:`~polyemo.encoders.base.Encoder` or a registry name (built
     with ``encoder_options``; worker processes then build their own copy, otherwise they
-    receive the instance by pickling). ``kind`` is "pooled" (per-layer utterance vectors,
-    always cached for all layers; ``layers`` selects on read) or "frames" (per-layer frame
-    features stored as ``frame_dtype`` for ``layers``, default all; pooled features are
-    stored alongside). ``batch_seconds`` of audio go through the encoder at once.
+    receive the instance by pickling). ``kind`` is "pooled" (per-layer utterance vectors)
+    or "frames" (per-layer frame features stored as ``frame_dtype`` for ``layers``; pooled
+    features are stored alongside). ``layers`` (default all) are the layers wanted: an
+    encoder that can stop early runs only up to the deepest of them, and pooled features of
+    every layer it computed are cached. Shards about to be reused are checked against their
+    checksums first; a corrupt one is quarantined and its rows computed again.
+    ``batch_seconds`` of audio go through the encoder at once.
 
     Unusable files (unreadable, empty, silent, too short, changed since the manifest was
     made, or an encoder error) are skipped and listed in ``result.failures``; that table
@@ -515,6 +533,17 @@ def features(
     store = FeatureStore.open(encoder, cache_dir)
     chosen = store.check_layers(layers)
     hashes = frame["content_hash"].astype("string")
+    # The encoder stops after the deepest layer asked for (if it can); pooled features are
+    # stored for every layer it computed, so a later request for shallower ones is free.
+    last_layer = encoder.last_layer(chosen) if hasattr(encoder, "last_layer") else None
+    pooled_layers = list(range(last_layer + 1)) if last_layer is not None else list(range(store.num_layers))
+    # Checksums of the shards about to be reused; a bad one is quarantined and its rows
+    # become missing, so they are computed now instead of read wrong.
+    valid_rows = [row for row in range(len(frame)) if row not in row_errors]
+    present = sorted({str(hashes.iat[row]) for row in valid_rows})
+    store.check_entries(present, chosen)
+    if kind == "frames":
+        store.check_entries(present, chosen, frames_kind(frame_dtype))
 
     # One work item per distinct recording that the cache lacks.
     items: dict[str, WorkItem] = {}
@@ -525,7 +554,7 @@ def features(
         content_hash = str(hashes.iat[row])
         if content_hash in items or content_hash in reused:
             continue
-        need_pooled = not store.has_pooled(content_hash)
+        need_pooled = not store.has_pooled(content_hash, chosen)
         need_frames = kind == "frames" and not store.has_frames(content_hash, chosen, frame_dtype)
         if need_pooled or need_frames:
             path = str(frame.at[row, "path"])
@@ -533,7 +562,7 @@ def features(
         else:
             reused.add(content_hash)
 
-    plan = Plan(kind, chosen, frame_dtype, flush_seconds, shard_items, shard_bytes)
+    plan = Plan(kind, chosen, frame_dtype, last_layer, pooled_layers, flush_seconds, shard_items, shard_bytes)
     batches = make_batches(list(items.values()), batch_seconds)
     hash_errors: dict[str, str] = {}
     audio_seconds = 0.0
@@ -582,8 +611,8 @@ def features(
             errors[row] = row_errors[row]
             continue
         content_hash = str(hashes.iat[row])
-        present = store.has_pooled(content_hash) and (kind == "pooled" or store.has_frames(content_hash, chosen, frame_dtype))
-        if present:
+        stored = store.has_pooled(content_hash, chosen) and (kind == "pooled" or store.has_frames(content_hash, chosen, frame_dtype))
+        if stored:
             ok[row] = True
         else:
             errors[row] = hash_errors.get(content_hash, "not computed (extraction stopped before reaching it)")

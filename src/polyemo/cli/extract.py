@@ -27,8 +27,8 @@ def extract(
     manifest: Path = typer.Argument(..., exists=True, dir_okay=False, help="manifest (.parquet or .csv)"),
     encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name, e.g. whisper-base, egemaps"),
     layers: Optional[str] = typer.Option(
-        None, help="comma-separated layers, e.g. 0,3,6: the frame layers to store with --frames "
-        "(pooled features always keep every layer; this then only checks the indices)"),
+        None, help="comma-separated layers wanted, e.g. 0,3 (default all): the encoder stops after the "
+        "deepest (pooled features of every layer it computed are cached); with --frames, the frame layers to store"),
     workers: int = typer.Option(1, min=1, help="extraction processes, each with cores/workers threads"),
     frames: bool = typer.Option(False, "--frames", help="also store frame-level features"),
     frame_dtype: str = typer.Option("float16", help="frame storage type: float16 or float32"),

@@ -104,3 +104,31 @@ class Encoder(ABC):
     def pooled(self, waves: list[np.ndarray]) -> np.ndarray:
         """(batch, num_layers, pooled_dim) float32 utterance features."""
         return np.stack([self.pool(f.layers) for f in self.frames(waves)])
+
+    # --- stopping at the last layer needed ----------------------------------------------
+    #: True when :meth:`frames_upto` runs only the blocks it needs (others compute all layers)
+    stops_early: bool = False
+
+    def last_layer(self, layers: list[int] | None) -> int | None:
+        """The deepest of ``layers`` (non-negative indices), or None when that is the last layer
+        anyway or this encoder computes all layers whatever is asked."""
+        if not layers or not self.stops_early:
+            return None
+        deepest = max(layers)
+        return deepest if deepest < self.num_layers - 1 else None
+
+    def frames_upto(self, waves: list[np.ndarray], last_layer: int | None) -> list[FrameFeatures]:
+        """Frames of layers ``0..last_layer`` (all with None). Layer k is the same array as in a
+        full run: encoders with ``stops_early`` just do not run the blocks after it."""
+        frames = self.frames(waves)
+        if last_layer is None:
+            return frames
+        return [FrameFeatures(f.layers[: last_layer + 1], f.frame_rate) for f in frames]
+
+    def pooled_upto(self, waves: list[np.ndarray], last_layer: int | None) -> np.ndarray:
+        """(batch, last_layer + 1, pooled_dim): :meth:`pooled` of layers ``0..last_layer``."""
+        if last_layer is None:
+            return self.pooled(waves)
+        if not self.stops_early:
+            return self.pooled(waves)[:, : last_layer + 1]
+        return np.stack([self.pool(f.layers) for f in self.frames_upto(waves, last_layer)])

@@ -292,8 +292,9 @@ class TransformersEncoder(Encoder):
         """Model inputs for windows of at most ``window_seconds`` (run in fp32, outside autocast)."""
 
     @abstractmethod
-    def _forward(self, prepared: Any) -> list[torch.Tensor]:
-        """Hidden states (num_layers, frames, dim), one per window, from :meth:`_prepare`'s inputs."""
+    def _forward(self, prepared: Any, last_layer: int | None = None) -> list[torch.Tensor]:
+        """Hidden states (num_layers, frames, dim), one per window, from :meth:`_prepare`'s inputs;
+        with ``last_layer`` only layers 0..last_layer (the later blocks are not run)."""
 
     def _check_waves(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         checked = []
@@ -306,8 +307,17 @@ class TransformersEncoder(Encoder):
             checked.append(wave)
         return checked
 
-    def hidden_states(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
-        """(num_layers, frames, dim) float32 tensors, one per waveform; windows concatenated."""
+    stops_early = True
+
+    def hidden_states(self, waves: list[np.ndarray], last_layer: int | None = None) -> list[torch.Tensor]:
+        """(num_layers, frames, dim) float32 tensors, one per waveform; windows concatenated.
+
+        With ``last_layer`` < the last, layers 0..last_layer only, and the blocks after it are
+        never run (the same numbers as a full run: block k's output does not depend on later ones)."""
+        if last_layer is not None and not 0 <= last_layer < self.num_layers:
+            raise ValueError(f"last_layer {last_layer} out of range: {self.num_layers} layers (0..{self.num_layers - 1})")
+        if last_layer == self.num_layers - 1:
+            last_layer = None
         waves = self._check_waves(waves)
         max_samples = round(self.window_seconds * SAMPLE_RATE)
         segments: list[np.ndarray] = []
@@ -320,7 +330,7 @@ class TransformersEncoder(Encoder):
         with torch.inference_mode():
             prepared = self._prepare(segments)
             with autocast_context(self.precision):
-                encoded = self._forward(prepared)
+                encoded = self._forward(prepared, last_layer) if last_layer is not None else self._forward(prepared)
         per_wave: list[list[torch.Tensor]] = [[] for _ in waves]
         for owner, states in zip(owners, encoded):
             per_wave[owner].append(states.float())
@@ -332,6 +342,13 @@ class TransformersEncoder(Encoder):
 
     def pooled(self, waves: list[np.ndarray]) -> np.ndarray:
         return np.stack([self.pool(states.numpy()) for states in self.hidden_states(waves)])
+
+    def frames_upto(self, waves: list[np.ndarray], last_layer: int | None) -> list[FrameFeatures]:
+        return [FrameFeatures(layers=states.numpy(), frame_rate=self.frame_rate)
+                for states in self.hidden_states(waves, last_layer)]
+
+    def pooled_upto(self, waves: list[np.ndarray], last_layer: int | None) -> np.ndarray:
+        return np.stack([self.pool(states.numpy()) for states in self.hidden_states(waves, last_layer)])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.resolved.name!r}, source={self.resolved.source}, "

@@ -32,6 +32,10 @@ UNMASKABLE_MODEL_TYPES = ("data2vec-audio",)
 SSL_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer", "unispeech", "unispeech-sat")
 
 
+class _EnoughLayers(Exception):
+    """Raised by a hook to stop a forward pass once the last layer needed is computed."""
+
+
 class SSLEncoder(TransformersEncoder):
     """A wav2vec 2.0-family encoder: all hidden states, mean+std pooled over valid frames."""
 
@@ -92,7 +96,40 @@ class SSLEncoder(TransformersEncoder):
     def _prepare(self, segments: list[np.ndarray]) -> list[np.ndarray]:
         return [self._normalise(s) for s in segments]
 
-    def _forward(self, inputs: list[np.ndarray]) -> list[torch.Tensor]:
+    def _hidden_states(self, values: torch.Tensor, mask: torch.Tensor | None, last_layer: int | None) -> list[torch.Tensor]:
+        """All hidden states, or with ``last_layer`` the input of block 0 and the outputs of
+        blocks 1..last_layer, caught by hooks; the forward is stopped after that block. (Cutting
+        the layer list instead would be wrong for stable-layer-norm models, whose last hidden
+        state is layer-normed.)"""
+        if last_layer is None:
+            return list(self.model(values, attention_mask=mask, output_hidden_states=True).hidden_states)
+        blocks = self.model.encoder.layers
+        states: list[torch.Tensor] = []
+
+        def before_first(module, args, kwargs):
+            states.append(args[0] if args else kwargs["hidden_states"])
+            if last_layer == 0:
+                raise _EnoughLayers
+
+        def after(module, args, output):
+            states.append(output[0] if isinstance(output, tuple) else output)
+            if len(states) == last_layer + 1:
+                raise _EnoughLayers
+
+        handles = [blocks[0].register_forward_pre_hook(before_first, with_kwargs=True)]
+        handles += [blocks[i].register_forward_hook(after) for i in range(last_layer)]
+        try:
+            self.model(values, attention_mask=mask)
+        except _EnoughLayers:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        if len(states) != last_layer + 1:
+            raise RuntimeError(f"{self.resolved.name}: expected {last_layer + 1} hidden states from hooks, got {len(states)}")
+        return states
+
+    def _forward(self, inputs: list[np.ndarray], last_layer: int | None = None) -> list[torch.Tensor]:
         lengths = [x.size for x in inputs]
         results: list[torch.Tensor | None] = [None] * len(inputs)
         for batch in self._batches(lengths):
@@ -103,10 +140,10 @@ class SSLEncoder(TransformersEncoder):
                 values[row, : lengths[i]] = torch.from_numpy(inputs[i])
                 mask[row, : lengths[i]] = 1
             ragged = bool((mask == 0).any())
-            output = self.model(values, attention_mask=mask if ragged else None, output_hidden_states=True)
+            hidden = self._hidden_states(values, mask if ragged else None, last_layer)
             frames = self.model._get_feat_extract_output_lengths(torch.tensor([lengths[i] for i in batch]))
             for row, i in enumerate(batch):  # copy only valid frames: (layers, frames, dim)
-                results[i] = torch.stack([layer[row, : int(frames[row])] for layer in output.hidden_states]).float()
+                results[i] = torch.stack([layer[row, : int(frames[row])] for layer in hidden]).float()
         return results  # type: ignore[return-value]
 
 

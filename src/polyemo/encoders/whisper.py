@@ -299,9 +299,13 @@ class WhisperSpeechEncoder(TransformersEncoder):
             padded.append(np.concatenate([s, np.zeros(tail, dtype=np.float32)]) if tail > 0 else s)
         return self._mel(padded, "longest"), valid
 
-    def _forward(self, prepared: tuple[list[np.ndarray], list[int]]) -> list[torch.Tensor]:
+    def _forward(self, prepared: tuple[list[np.ndarray], list[int]], last_layer: int | None = None) -> list[torch.Tensor]:
         mels, valid = prepared
-        layers = self._run_padded(mels) if not self.trim else self._run_trimmed(mels)
+        if self.trim or last_layer is not None:
+            # padded 30 s mels through the same loop use the whole position table, i.e. transformers' forward
+            layers = self._run_trimmed(mels, last_layer)
+        else:
+            layers = self._run_padded(mels)
         # copy only the valid frames of each utterance: (layers, frames, dim)
         return [torch.stack([layer[row, :n] for layer in layers]).float() for row, n in enumerate(valid)]
 
@@ -309,8 +313,10 @@ class WhisperSpeechEncoder(TransformersEncoder):
         output = self.encoder(torch.from_numpy(np.stack(mels)), output_hidden_states=True)
         return list(output.hidden_states)  # each (batch, 1500, dim)
 
-    def _run_trimmed(self, mels: list[np.ndarray]) -> list[torch.Tensor]:
-        """transformers' WhisperEncoder forward with the position table sliced to the input."""
+    def _run_trimmed(self, mels: list[np.ndarray], last_layer: int | None = None) -> list[torch.Tensor]:
+        """transformers' WhisperEncoder forward with the position table sliced to the input,
+        stopping after block ``last_layer`` (the final layer norm belongs to the last block's
+        output only, so a truncated run returns the same layers as a full one)."""
         encoder = self.encoder
         lengths = [m.shape[-1] // 2 for m in mels]  # encoder frames per input (mel frames are even)
         longest = max(m.shape[-1] for m in mels)
@@ -326,11 +332,13 @@ class WhisperSpeechEncoder(TransformersEncoder):
             attend = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]
             mask = attend[:, None, None, :]  # (batch, 1, query, key), True = attend
         states = [hidden]
-        for layer in encoder.layers:
+        blocks = encoder.layers if last_layer is None else encoder.layers[:last_layer]
+        for layer in blocks:
             hidden = layer(hidden, mask)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
             states.append(hidden)
-        states[-1] = encoder.layer_norm(hidden)
+        if len(blocks) == len(encoder.layers):
+            states[-1] = encoder.layer_norm(hidden)
         return states
 
 
