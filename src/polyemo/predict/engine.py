@@ -205,13 +205,17 @@ class Recogniser:
         return out, failed
 
     def _features(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        # Only the blocks up to the deepest layer the head reads are run.
+        layers = None if self.layers is None else [i % self.encoder.num_layers for i in self.layers]
+        last = self.encoder.last_layer(layers) if hasattr(self.encoder, "last_layer") else None
         if self.bundle.config.features.kind == "pooled":
-            pooled = np.asarray(self.encoder.pooled(waves), dtype=np.float32)
-            if self.layers is not None:
-                pooled = pooled[:, self.layers]
+            pooled = self.encoder.pooled(waves) if last is None else self.encoder.pooled_upto(waves, last)
+            pooled = np.asarray(pooled, dtype=np.float32)
+            if layers is not None:
+                pooled = pooled[:, layers]
             return list(pooled)
-        frames = self.encoder.frames(waves)
-        return [np.asarray(f.layers if self.layers is None else f.layers[self.layers], dtype=np.float32) for f in frames]
+        frames = self.encoder.frames(waves) if last is None else self.encoder.frames_upto(waves, last)
+        return [np.asarray(f.layers if layers is None else f.layers[layers], dtype=np.float32) for f in frames]
 
     def _forward(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self._torch
