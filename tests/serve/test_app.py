@@ -111,14 +111,23 @@ def test_size_limit_holds_without_content_length(client):
     assert response.status_code == 413 and response.json()["error"] == "too_large"
 
 
-def test_model_failure_is_a_500_and_the_server_goes_on(client, recogniser, clip_path, monkeypatch):
+def test_model_failure_is_a_500_and_the_server_goes_on(client, recogniser, clip_path, monkeypatch, caplog):
     def broken(items, **kwargs):
         raise RuntimeError("simulated model failure")
 
     monkeypatch.setattr(recogniser, "run", broken)
-    response = client.post("/v1/predict", files={"file": (clip_path.name, clip_path.read_bytes())})
+    with caplog.at_level("ERROR", logger="polyemo.serve"):
+        response = client.post("/v1/predict", files={"file": (clip_path.name, clip_path.read_bytes())},
+                               headers={"x-request-id": "req-model-1"})
     assert response.status_code == 500
-    assert response.json() == {"error": "internal_error", "detail": "RuntimeError: simulated model failure"}
+    body = response.json()
+    # The client learns that it was our fault and the id to quote, never the cause ...
+    assert body["error"] == "internal_error" and body["request_id"] == "req-model-1"
+    assert "simulated" not in response.text and "RuntimeError" not in response.text
+    assert response.headers["x-request-id"] == "req-model-1"
+    # ... which is in the log under that id.
+    assert any("req-model-1" in r.getMessage() and r.exc_info and "simulated model failure" in str(r.exc_info[1])
+               for r in caplog.records)
     monkeypatch.undo()
     assert client.post("/v1/predict", files={"file": (clip_path.name, clip_path.read_bytes())}).status_code == 200
     assert client.get("/health").json()["status"] == "ok"

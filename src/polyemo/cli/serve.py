@@ -18,6 +18,8 @@ def serve(
     max_upload_mb: float = typer.Option(50.0, min=0.001, help="largest accepted upload in MB"),
     max_seconds: float = typer.Option(600.0, min=0.1, help="longest accepted audio in seconds"),
     max_batch: int = typer.Option(8, min=1, help="requests run through the model together"),
+    max_decodes: int = typer.Option(2, min=1, help="uploads decoded at the same time (bounds memory)"),
+    timeout: float = typer.Option(120.0, min=0.1, help="seconds a request may take from its arrival (then 408/503)"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
     precision: str = typer.Option("auto", help="encoder precision: auto (bf16 where the hardware computes it "
                                   "natively, else fp32), fp32, bf16 or int8; the model reads any of them"),
@@ -32,7 +34,7 @@ def serve(
     from polyemo.serve import serve as run_server
 
     config = ServeConfig(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_duration_seconds=max_seconds,
-                         max_batch=max_batch)
+                         max_batch=max_batch, max_concurrent_decodes=max_decodes, request_timeout_seconds=timeout)
     try:
         # Load before binding the port, so a bad bundle fails with its message, not a server trace.
         recogniser = load_model(model, precision=precision)

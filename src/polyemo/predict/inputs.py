@@ -9,16 +9,15 @@ arrays), :func:`decode_upload` for bytes received by the server. Every error nam
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from polyemo.audio import SAMPLE_RATE, AudioError, check_usable, load_audio, to_mono_16k
+from polyemo.audio import DEFAULT_LIMITS, AudioError, AudioLimits, check_usable, load_audio, read_audio
 
 AudioInput = str | os.PathLike[str] | np.ndarray
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64")
@@ -149,41 +148,29 @@ def _resolve(listing: Path, name: str) -> Path:
 
 
 class UnusableUpload(AudioError):
-    """Uploaded bytes that cannot be predicted; ``code``: empty, undecodable, too_long, silent, too_short."""
+    """Uploaded bytes that cannot be predicted; ``code``: empty, undecodable, non_finite, too_long,
+    decoded_too_large, sample_rate, channels, timeout, silent, too_short."""
 
     def __init__(self, name: str, reason: str, code: str) -> None:
-        super().__init__(name, reason)
-        self.code = code
+        super().__init__(name, reason, code)
 
 
-def decode_upload(data: bytes, name: str, max_seconds: float, min_seconds: float = 0.1) -> np.ndarray:
-    """Decode uploaded bytes to mono float32 16 kHz, refusing audio that is too long or unusable."""
-    import soundfile as sf
+def decode_upload(data: bytes, name: str, max_seconds: float, min_seconds: float = 0.1, *,
+                  limits: AudioLimits | None = None, deadline: float | None = None) -> np.ndarray:
+    """Decode uploaded bytes to mono float32 16 kHz, refusing audio that is too long or unusable.
 
+    The same bounded loader as files (:func:`polyemo.audio.read_audio`): the header is checked
+    against ``limits`` (their ``max_seconds`` replaced by ``max_seconds``) before decoding.
+    """
     if not data:
         raise UnusableUpload(name, "empty upload (0 bytes)", "empty")
+    limits = replace(limits or DEFAULT_LIMITS, max_seconds=max_seconds)
     try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as exc:  # libsndfile's errors are untyped
-        raise UnusableUpload(name, f"cannot decode audio ({exc}); send WAV, FLAC, OGG or MP3", "undecodable") from exc
-    if info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
-        raise _too_long(name, info.frames / info.samplerate, max_seconds)
-    try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        wave = to_mono_16k(samples, int(rate), name)
-    except AudioError as exc:
-        raise UnusableUpload(exc.path, exc.reason, "undecodable") from exc
-    except Exception as exc:
-        raise UnusableUpload(name, f"cannot decode audio ({exc})", "undecodable") from exc
-    if wave.size / SAMPLE_RATE > max_seconds:  # the header can understate (e.g. MP3)
-        raise _too_long(name, wave.size / SAMPLE_RATE, max_seconds)
-    try:
+        wave = read_audio(data, limits=limits, name=name, deadline=deadline)
         check_usable(wave, name, min_seconds)
     except AudioError as exc:
-        code = "silent" if "silent" in exc.reason else "empty" if "empty" in exc.reason else "too_short"
-        raise UnusableUpload(exc.path, exc.reason, code) from exc
+        reason = exc.reason
+        if exc.code == "undecodable" and reason.startswith("cannot decode"):
+            reason += "; send WAV, FLAC, OGG or MP3"
+        raise UnusableUpload(exc.path, reason, exc.code) from exc
     return wave
-
-
-def _too_long(name: str, seconds: float, max_seconds: float) -> UnusableUpload:
-    return UnusableUpload(name, f"{seconds:.1f} s of audio exceeds the limit of {max_seconds:g} s", "too_long")
