@@ -574,3 +574,141 @@ def check_encoder_identity(bundle: Bundle, identity: Any) -> None:
         + "; ".join(differences)
         + ")",
     )
+
+
+# --- ensemble bundles (issue 14) ------------------------------------------------------------------
+#
+# An ensemble bundle is a folder of member bundles and the rule that combines them::
+#
+#     ensemble.json   format, name, classes, the fitted rule (polyemo.ensemble Rule.state()),
+#                     members in order (name, folder, scores), card facts
+#     MODEL_CARD.md   members, rule, per-member and ensemble scores
+#     members/<name>/ one ordinary bundle per member (verified by read_bundle)
+#     manifest.json   {file: {sha256, bytes}} of ensemble.json and MODEL_CARD.md; each member
+#                     folder verifies itself with its own manifest.json
+
+ENSEMBLE_FORMAT = "polyemo-ensemble-bundle/1"
+ENSEMBLE_CONFIG = "ensemble.json"
+ENSEMBLE_MEMBERS = "members"
+
+
+@dataclass
+class EnsembleBundle:
+    """A verified ensemble bundle: its members' bundles (parsed) and the fitted rule's state."""
+
+    path: Path
+    name: str
+    classes: list[str]
+    rule: dict[str, Any]
+    members: dict[str, Bundle]
+    info: dict[str, Any]
+    card_markdown: str
+
+
+def is_ensemble_bundle(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / ENSEMBLE_CONFIG).is_file()
+
+
+def _ensemble_card(name: str, classes: list[str], rule: dict[str, Any], members: list[dict[str, Any]],
+                   scores: dict[str, Any], description: str) -> str:
+    params = json.dumps(rule.get("params") or {})
+    lines = [f"# {name}", "", description or f"An ensemble of {len(members)} polyemo models.", "",
+             f"- classes: {', '.join(classes)}", f"- rule: `{rule['rule']}` {params}",
+             "- what the rule learned (on validation predictions only): "
+             f"`{json.dumps({k: v for k, v in (rule.get('learned') or {}).items() if k not in ('coef', 'intercept')})}`",
+             "", "## Members", "", "| member | encoder | head | scores |", "|---|---|---|---|"]
+    for member in members:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in (member.get("scores") or {}).items())
+        lines.append(f"| {member['name']} | {member['encoder']} | {member['head']} | {shown} |")
+    if scores:
+        lines += ["", "## Ensemble scores", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in scores.items()]
+    lines += ["", "Files of the ensemble and their SHA-256 are listed in `manifest.json`; each member bundle "
+              "verifies itself. `polyemo.load()` verifies all of them.", ""]
+    return "\n".join(lines)
+
+
+def export_ensemble_bundle(target: str | os.PathLike[str], members: Mapping[str, str | os.PathLike[str]],
+                           rule: Mapping[str, Any], *, name: str, scores: Mapping[str, float] | None = None,
+                           member_scores: Mapping[str, Mapping[str, float]] | None = None, description: str = "",
+                           info: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write an ensemble bundle at ``target`` atomically: the member bundles (copied, verified
+    first) and ``rule`` (a fitted :meth:`polyemo.ensemble.Rule.state` naming the members in
+    order). Members must predict the same classes."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
+    order = [str(m) for m in rule.get("members", [])]
+    if sorted(order) != sorted(members):
+        raise ValueError(f"the rule's members {order} differ from the bundles given {sorted(members)}")
+    parsed = {m: read_bundle(members[m]) for m in order}
+    classes = list(parsed[order[0]].labels.classes)
+    for m, bundle in parsed.items():
+        if sorted(bundle.labels.classes) != sorted(classes):
+            raise BundleError(bundle.path, LABELS, f"classes {bundle.labels.classes} differ from {order[0]}'s {classes}")
+    if int(rule.get("num_classes") or 0) != len(classes):
+        raise ValueError(f"the rule was fitted on {rule.get('num_classes')} classes, the members predict {len(classes)}")
+    rows = [{"name": m, "folder": f"{ENSEMBLE_MEMBERS}/{m}", "encoder": b.config.features.encoder,
+             "identity_key": b.config.features.identity.get("key"), "head": b.config.head.config.get("name"),
+             "scores": dict((member_scores or {}).get(m) or b.config.card.scores)} for m, b in parsed.items()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        for m in order:
+            shutil.copytree(parsed[m].path, staging / ENSEMBLE_MEMBERS / m)
+        config = {"format": ENSEMBLE_FORMAT, "name": name, "classes": classes, "rule": dict(rule), "members": rows,
+                  "scores": dict(scores or {}), "info": dict(info or {}),
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        (staging / ENSEMBLE_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
+        (staging / CARD).write_text(_ensemble_card(name, classes, dict(rule), rows, dict(scores or {}), description),
+                                    encoding="utf-8")
+        files = {f: {"sha256": sha256_file(staging / f), "bytes": (staging / f).stat().st_size}
+                 for f in (ENSEMBLE_CONFIG, CARD)}
+        (staging / MANIFEST).write_text(json.dumps({"format": ENSEMBLE_FORMAT, "files": files}, indent=2) + "\n",
+                                        encoding="utf-8")
+        staging.chmod(0o755)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_ensemble_bundle(path: str | os.PathLike[str]) -> EnsembleBundle:
+    """Verify and parse an ensemble bundle (its files, then every member bundle)."""
+    folder = Path(path)
+    if not (folder / MANIFEST).is_file():
+        raise BundleError(folder, MANIFEST, "missing: not a polyemo ensemble bundle or an incomplete copy")
+    manifest = _read_json(folder, MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != ENSEMBLE_FORMAT:
+        raise BundleError(folder, MANIFEST, f"not a {ENSEMBLE_FORMAT} manifest")
+    for name in (ENSEMBLE_CONFIG, CARD):
+        entry = (manifest.get("files") or {}).get(name)
+        if entry is None:
+            raise BundleError(folder, name, "not listed in manifest.json")
+        if not (folder / name).is_file():
+            raise BundleError(folder, name, "missing (listed in manifest.json)")
+        if sha256_file(folder / name) != entry.get("sha256"):
+            raise BundleError(folder, name, "SHA-256 mismatch: the file was modified or corrupted")
+    config = _read_json(folder, ENSEMBLE_CONFIG)
+    try:
+        rows, rule, classes = config["members"], config["rule"], list(config["classes"])
+        order = [str(r["name"]) for r in rows]
+    except (KeyError, TypeError) as exc:
+        raise BundleError(folder, ENSEMBLE_CONFIG, f"invalid ensemble config: {exc}") from exc
+    if order != [str(m) for m in rule.get("members", [])]:
+        raise BundleError(folder, ENSEMBLE_CONFIG, f"members {order} differ from the rule's {rule.get('members')}")
+    members = {}
+    for row in rows:
+        member = folder / row["folder"]
+        if member.resolve().parent != (folder / ENSEMBLE_MEMBERS).resolve():
+            raise BundleError(folder, ENSEMBLE_CONFIG, f"member folder {row['folder']!r} is outside {ENSEMBLE_MEMBERS}/")
+        members[row["name"]] = read_bundle(member)
+    return EnsembleBundle(path=folder, name=str(config.get("name", folder.name)), classes=classes, rule=rule,
+                          members=members, info=config, card_markdown=(folder / CARD).read_text(encoding="utf-8"))

@@ -67,3 +67,60 @@ def ensemble(
                       f"[{100 * paired['diff_low']:+.1f}, {100 * paired['diff_high']:+.1f}] ({paired['paired']}); "
                       f"McNemar p = {comparison['mcnemar']['p_value']:.3g}")
     console.print(f"report: {result.out_dir / 'report.md'}")
+
+
+def export_ensemble(ensemble_dir: Path, target: Path, bundles: dict[str, Path] | None = None, *,
+                    overwrite: bool = False, name: str | None = None) -> Path:
+    """An ensemble bundle from a finished ensemble folder: each member's bundle (given in
+    ``bundles``, else exported from its run's final model, which needs ``final_model`` in the
+    member's experiment) and the rule fitted on every fold's validation predictions pooled
+    (:func:`polyemo.experiment.ensemble.deployment_rule`). Lives here because it joins the
+    experiment stage (runs) and the bundle stage (bundle files), which only the CLI imports both of."""
+    import tempfile
+
+    from polyemo.bundle import export_ensemble_bundle
+    from polyemo.experiment.ensemble import deployment_rule
+    from polyemo.experiment.export import export_run
+
+    deploy = deployment_rule(ensemble_dir)
+    given = dict(bundles or {})
+    unknown = sorted(set(given) - {m["name"] for m in deploy["members"]})
+    if unknown:
+        raise ValueError(f"bundles given for {unknown}, which are not members ({[m['name'] for m in deploy['members']]})")
+    with tempfile.TemporaryDirectory(prefix=".ensemble-members-", dir=Path(target).resolve().parent) as tmp:
+        for member in deploy["members"]:
+            if member["name"] not in given:
+                given[member["name"]] = export_run(member["run"], Path(tmp) / member["name"])
+        return export_ensemble_bundle(
+            target, given, deploy["rule"], name=name or deploy["name"], scores=deploy["scores"],
+            member_scores=deploy["member_scores"], overwrite=overwrite,
+            description=f"An ensemble ({deploy['rule']['rule']}) of {len(given)} polyemo models, evaluated on "
+                        f"protocol {deploy['protocol']}; its rule was fitted on the members' validation predictions.",
+            info={"protocol": deploy["protocol"], "source": str(Path(ensemble_dir).resolve())})
+
+
+@app.command("ensemble-export")
+def ensemble_export(
+    ensemble_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="a finished ensemble folder"),
+    bundle: Path = typer.Argument(..., help="ensemble bundle folder to write"),
+    member: list[str] = typer.Option([], "--member", help="NAME=BUNDLE: an existing bundle of a member (repeatable)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing bundle (atomically)"),
+    name: Optional[str] = typer.Option(None, help="model name (default: the ensemble's)"),
+) -> None:
+    """Write ENSEMBLE_DIR's members and rule as one ensemble bundle (polyemo predict / serve / polyemo.load use it)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from polyemo.bundle import BundleError, read_ensemble_bundle
+    from polyemo.experiment import ExperimentError
+
+    err = Console(stderr=True, soft_wrap=True)
+    pairs = {k: Path(v) for k, v in parse_key_values(member, "NAME=BUNDLE").items()}
+    try:
+        path = export_ensemble(ensemble_dir, bundle, pairs, overwrite=overwrite, name=name)
+    except (ExperimentError, FileExistsError, FileNotFoundError, TypeError, ValueError, BundleError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    written = read_ensemble_bundle(path)
+    err.print(f"[green]ensemble bundle {escape(str(path))}[/green]: {written.name}, rule {written.rule['rule']}, "
+              f"members {', '.join(written.members)}")

@@ -487,3 +487,40 @@ def ensemble_report(result: RunResult, table: pd.DataFrame, comparison: dict[str
           f"{sources[m.name]})" for m in members], "",
     ]
     return "\n".join(lines)
+
+
+# --- deployment -----------------------------------------------------------------------------------
+
+def deployment_rule(ensemble_dir: str | Path, progress: bool = False) -> dict[str, Any]:
+    """The ensemble's rule fitted once for deployment (an ensemble bundle), on the validation
+    predictions of every fold pooled (each row predicted by a fold model that never trained on
+    it), with the members' and the ensemble's scores for the card."""
+    from polyemo.ensemble import build_rule
+
+    folder = Path(ensemble_dir)
+    if not (folder / RUN_FILE).is_file() or not (folder / ENSEMBLE_FILE).is_file():
+        raise EnsembleError(f"{folder}: not a finished ensemble folder (no {RUN_FILE} / {ENSEMBLE_FILE})")
+    info = json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+    members = [load_member(m["run"], m["name"]) for m in info["members"]]
+    classes = list(info["classes"])
+    rule = build_rule(info["rule"], [m.name for m in members], **info.get("params", {}))
+    probabilities: list[list[np.ndarray]] = [[] for _ in members]
+    labels: list[np.ndarray] = []
+    if rule.fitted_on_validation:
+        validation = {m.name: member_validation(m, folder, progress)[0] for m in members}
+        for fold in info["folds"]:
+            frames = [validation[m.name][fold].drop_duplicates("utt_id").set_index("utt_id") for m in members]
+            common = sorted(set.intersection(*(set(f.index) for f in frames)))
+            for i, (frame, member) in enumerate(zip(frames, members)):
+                probabilities[i].append(_probabilities(frame.loc[common].reset_index(), member, classes))
+            labels.append(np.array([classes.index(t) if t in classes else -1 for t in frames[0].loc[common, "true"]]))
+        rule.fit([np.concatenate(p) for p in probabilities], np.concatenate(labels))
+    else:
+        rule.fit([np.zeros((0, len(classes)))] * len(members), np.zeros(0, dtype=np.int64))
+    table = read_table(folder / "members.csv").set_index("member")
+    keep = [c for c in ("ua", "pooled_ua", "macro_f1", "wa") if c in table.columns]
+    scores = {m.name: {k: float(table.loc[m.name, k]) for k in keep} for m in members}
+    result = RunResult.load(folder)
+    return {"rule": rule.state(), "member_scores": scores,
+            "scores": {k: float(table.loc[result.name, k]) for k in keep} if result.name in table.index else {},
+            "name": result.name, "protocol": result.protocol, "members": info["members"]}

@@ -18,6 +18,7 @@ import numpy as np
 
 from polyemo.audio import SAMPLE_RATE, AudioError
 from polyemo.bundle import DIMENSION_OUTPUT, Bundle, BundleError, check_encoder_identity, read_bundle
+from polyemo.bundle import is_ensemble_bundle, read_ensemble_bundle
 from polyemo.predict.inputs import AudioInput, AudioItem, audio_items, item_wave
 from polyemo.predict.normalise import GroupNormaliser, own_group
 from polyemo.predict.results import Prediction
@@ -286,4 +287,9 @@ def load_model(path: str | os.PathLike[str] | None = None, *, encoder: Encoder |
         path = default_model_path()
         if not (path / "manifest.json").exists():
             raise BundleError(path, None, "no default model is installed in this polyemo; pass a bundle folder (--model)")
+    if is_ensemble_bundle(path):  # several member bundles and a rule (issue 14)
+        from polyemo.predict.ensemble import EnsembleRecogniser
+
+        return EnsembleRecogniser(read_ensemble_bundle(path), Recogniser, _load_encoder, batch_size=batch_size,
+                                  precision=precision, encoder=encoder)
     return Recogniser(read_bundle(path), encoder, batch_size=batch_size, precision=precision)
