@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 from polyemo.heads.classical import ClassicalHead, missing_classes
@@ -16,6 +15,11 @@ from polyemo.train.adapters import classification_scores
 from polyemo.train.data import DataError, FitReceipt, SplitData
 from polyemo.train.estimator import Estimator, FitReport, HeadOutput
 from polyemo.train.registry import ESTIMATORS
+from polyemo.train.sklearn_state import UnsafeStateError, load_state, save_state
+
+#: the head's files in a run folder: parameters (safetensors) + structure (JSON); never pickle
+HEAD_STATE = "head"
+LEGACY_PICKLE = "head.joblib"
 
 
 @ESTIMATORS.register("classical")
@@ -89,9 +93,16 @@ class ClassicalEstimator(Estimator):
         return HeadOutput(self.head.predict_proba(self._matrix(data)))
 
     def _save_head(self, directory: Path) -> None:
-        # scikit-learn models have no safer standard format than pickle (via joblib).
-        with atomic_path(directory / "head.joblib") as tmp:
-            joblib.dump(self.head, tmp)
+        # Parameters and structure, not pickle: loading a run folder must not run its code.
+        save_state(self.head, directory, HEAD_STATE, {"head": self.head_config.name})
 
     def _load_head(self, directory: Path) -> None:
-        self.head = joblib.load(directory / "head.joblib")
+        if not (directory / f"{HEAD_STATE}.json").exists() and (directory / LEGACY_PICKLE).exists():
+            raise UnsafeStateError(
+                f"{directory / LEGACY_PICKLE}: a classical head stored with pickle (joblib) by an older polyemo; "
+                "it is not loaded, since unpickling a file runs code from it. Re-run the experiment to store the "
+                f"head as {HEAD_STATE}.safetensors + {HEAD_STATE}.json")
+        head = load_state(directory, HEAD_STATE)
+        if not isinstance(head, ClassicalHead):
+            raise UnsafeStateError(f"{directory / (HEAD_STATE + '.json')}: holds a {type(head).__name__}, not a classical head")
+        self.head = head
