@@ -279,7 +279,8 @@ class ExperimentConfig(_Strict):
     labels: str | dict[str, Any] | None = None
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
-    features: Literal["pooled", "frames"] = "pooled"
+    #: ``audio``: decoded clips for an estimator that trains the encoder (head ``finetune``)
+    features: Literal["pooled", "frames", "audio"] = "pooled"
     head: HeadSpec = Field(default_factory=HeadSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
     #: see polyemo.train.normalise; ``speaker`` is read as ``test-speaker``; enrolled-speaker's
@@ -370,6 +371,19 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _final_model(cls, value: bool | dict[str, Any]) -> bool | dict[str, Any]:
         return FinalModelSpec.check(value)
+
+    @model_validator(mode="after")
+    def _finetune_encoder(self) -> ExperimentConfig:
+        """``features: audio`` (fine-tuning): the encoder the head trains is ``encoder.name``
+        (always written into the head's params, so one name says it and ``--encoder`` changes
+        both); no layer choice outside the head."""
+        if self.features != "audio":
+            return self
+        if self.encoder.layers != "all" or self.encoder.select != "none":
+            raise ValueError("features: audio trains the encoder: choose its layer with head.params.layer, "
+                             "not encoder.layers / encoder.select")
+        self.head.params = {**self.head.params, "encoder": self.encoder.name}
+        return self
 
     @field_validator("corpora")
     @classmethod

@@ -99,7 +99,11 @@ class CachedFeatures(InputProvider):
     def extract(cls, name: str, manifest: pd.DataFrame, request: FeatureRequest, encoder, *, progress: bool,
                 failures_path: Path | None) -> CachedFeatures:
         """The requested features of ``manifest`` (computing what the cache lacks); rows the
-        encoder could not use are left out (and listed in ``failures_path``)."""
+        encoder could not use are left out (and listed in ``failures_path``). Another kind
+        of input (``features: audio``) is served by its own provider (:func:`provider_for`)."""
+        if request.kind not in CACHED_KINDS:
+            return provider_for(request.kind).extract(name, manifest, request, encoder, progress=progress,
+                                                      failures_path=failures_path)
         from polyemo.cache import features
 
         try:
@@ -116,6 +120,25 @@ class CachedFeatures(InputProvider):
         array = extracted.array[ok] if isinstance(extracted.array, np.ndarray) else [a for a, k in zip(extracted.array, ok) if k]
         return cls(manifest[ok].reset_index(drop=True), array, list(extracted.layers), identity=dict(extracted.encoder),
                    n_failed=int((~ok).sum()))
+
+
+#: feature kinds the feature cache serves; any other kind K is served by the ``PROVIDER`` of
+#: the module ``polyemo.experiment.<K>_inputs`` (raw audio for fine-tuning: audio_inputs.py)
+CACHED_KINDS = ("pooled", "frames")
+
+
+def provider_for(kind: str) -> type[InputProvider]:
+    """The InputProvider class of a feature kind (a new kind of input is a new module)."""
+    import importlib
+
+    if kind in CACHED_KINDS:
+        return CachedFeatures
+    try:
+        # imported by name, not by an import statement: the provider's module imports this one
+        module = importlib.import_module(f"polyemo.experiment.{kind}_inputs")
+    except ModuleNotFoundError:
+        raise ExperimentError(f"no input provider for features {kind!r} (polyemo/experiment/{kind}_inputs.py)") from None
+    return module.PROVIDER
 
 
 #: Kept for older code and tests: the cached-features provider.
