@@ -46,6 +46,8 @@ from polyemo.experiment.loading import (  # noqa: F401  (re-exported: they used 
     set_path,
 )
 from polyemo.experiment.specs import FinalModelSpec, SelectSpec
+from polyemo.experiment.dimensions import DimensionsSpec, expand_target  # noqa: E402  (issue 13)
+from polyemo.experiment.text_spec import TextSpec  # noqa: E402  (issue 13)
 
 #: environment variables naming the folder that holds ``<corpus>/`` subfolders
 #: the categorical targets an experiment can predict
@@ -297,6 +299,16 @@ class ExperimentConfig(_Strict):
     #: candidate settings chosen inside each fold's training data (validation speakers or an
     #: inner protocol over the training rows); see polyemo.experiment.selection
     select: SelectSpec | None = None
+    #: dimensional targets (``target: dimensions``; see polyemo.experiment.dimensions)
+    dimensions: DimensionsSpec | None = None
+    #: a transcript branch fused with the speech features (see polyemo.experiment.text_spec)
+    text: TextSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dimensions_target(cls, data: Any) -> Any:
+        """``target: dimensions`` -> its class column as ``target``, the head's attributes and scale."""
+        return expand_target(data) if isinstance(data, dict) else data
 
     @model_validator(mode="before")
     @classmethod

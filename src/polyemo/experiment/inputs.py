@@ -25,6 +25,7 @@ import pandas as pd
 
 from polyemo.experiment.config import ExperimentConfig
 from polyemo.experiment.data import TARGET_COLUMN, experiment_manifest
+from polyemo.experiment.dimensions import dimension_targets
 from polyemo.experiment.errors import ExperimentError
 from polyemo.experiment.plan import FeatureRequest
 from polyemo.labels import gender_codes
@@ -51,6 +52,8 @@ class InputProvider(ABC):
     layers: list[int]
     #: identity of what made the inputs (e.g. ``EncoderIdentity.as_dict()``), for reuse checks
     identity: dict[str, Any]
+    #: the experiment's dimensional targets (``DimensionsSpec`` as a dict; None: categorical only)
+    dimensions: dict[str, Any] | None = None
 
     @abstractmethod
     def split_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray]):
@@ -70,6 +73,7 @@ class InputProvider(ABC):
             speakers=rows["speaker"].astype(object).to_numpy(),
             utt_ids=rows["utt_id"].astype(str).to_numpy(),
             gender=gender_codes(rows["gender"]),
+            avd=dimension_targets(rows, self.dimensions),
         )
 
 
@@ -104,6 +108,12 @@ class CachedFeatures(InputProvider):
         if request.kind not in CACHED_KINDS:
             return provider_for(request.kind).extract(name, manifest, request, encoder, progress=progress,
                                                       failures_path=failures_path)
+        if request.text is not None:  # speech + text (issue 13): its own provider
+            import importlib
+
+            module = importlib.import_module("polyemo.experiment.text_inputs")
+            return module.PROVIDER.extract(name, manifest, request, encoder, progress=progress,
+                                           failures_path=failures_path)
         from polyemo.cache import features
 
         try:
@@ -118,8 +128,10 @@ class CachedFeatures(InputProvider):
         if not ok.any():
             raise ExperimentError(f"experiment {name!r}: no row got features (see {failures_path})")
         array = extracted.array[ok] if isinstance(extracted.array, np.ndarray) else [a for a, k in zip(extracted.array, ok) if k]
-        return cls(manifest[ok].reset_index(drop=True), array, list(extracted.layers), identity=dict(extracted.encoder),
-                   n_failed=int((~ok).sum()))
+        provider = cls(manifest[ok].reset_index(drop=True), array, list(extracted.layers),
+                       identity=dict(extracted.encoder), n_failed=int((~ok).sum()))
+        provider.dimensions = request.dimensions
+        return provider
 
 
 #: feature kinds the feature cache serves; any other kind K is served by the ``PROVIDER`` of

@@ -42,6 +42,10 @@ class FeatureRequest(BaseModel):
     workers: int = 1
     batch_seconds: float = 60.0
     frame_dtype: str = "float16"
+    #: dimensional targets the rows carry (``DimensionsSpec`` as a dict; issue 13)
+    dimensions: dict[str, Any] | None = None
+    #: the text branch of speech + text inputs (``TextSpec`` as a dict; issue 13)
+    text: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> FeatureRequest:
@@ -49,7 +53,9 @@ class FeatureRequest(BaseModel):
         return cls(encoder=encoder.name, options=encoder.encoder_options(),
                    layers=None if encoder.layers == "all" else list(encoder.layers), kind=config.features,
                    cache_dir=encoder.cache_dir, workers=encoder.workers, batch_seconds=encoder.batch_seconds,
-                   frame_dtype=encoder.frame_dtype)
+                   frame_dtype=encoder.frame_dtype,
+                   dimensions=None if config.dimensions is None else config.dimensions.model_dump(mode="json"),
+                   text=None if config.text is None else config.text.model_dump(mode="json"))
 
 
 @dataclass

@@ -147,6 +147,11 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
     })
     for j, name in enumerate(classes):
         frame[f"p_{name}"] = probabilities[:, j]
+    if config.dimensions is not None:  # issue 13: true_/pred_<attribute> on the corpus scale
+        from polyemo.experiment.dimensions import add_dimension_columns
+
+        add_dimension_columns(frame, prediction.outputs, None if test_data.avd is None else test_data.avd[scored],
+                              config.dimensions)
     write_table(fold_dir / "predictions.csv", frame)
 
     weights = estimator.layer_weights()

@@ -35,6 +35,8 @@ class RunScores:
     corpus_classes: dict[str, list[str]] = field(default_factory=dict)
     #: train corpus x test corpus cells (cross-corpus protocols; empty otherwise)
     cells: pd.DataFrame | None = None
+    #: dimensional scores (polyemo.metrics.FoldAggregate, regression) of ``target: dimensions``; issue 13
+    dimensions: Any = None
 
 
 def normalisation_label(config: ExperimentConfig, folds: list[dict[str, Any]]) -> str:
@@ -116,6 +118,22 @@ def score_run(plan: ExperimentPlan, predictions: dict[str, pd.DataFrame], fold_i
                 intervals["pooled_by_corpus"] = pooled_here.ci[primary].describe()
             corpus_classes[str(corpus)] = list(pooled_here.evaluated_classes)
 
+    # issue 13: dimensional predictions -> CCC / Pearson / MAE per attribute with intervals
+    dimensional = None
+    if config.dimensions is not None:
+        from polyemo.experiment.dimensions import score_dimensions
+
+        dimensional = score_dimensions(predictions, names, by_speaker=by_speaker, n_boot=n_boot, alpha=alpha,
+                                       seed=seed, spec=config.dimensions)
+    if dimensional is not None:
+        dim_aggregate, dim_line = dimensional
+        trained = config.head.name not in ("dimensional", "avd") or float(config.head.params.get("class_weight", 0)) > 0
+        line = f"{dim_line}; categorical output ({'trained' if trained else 'NOT trained, class_weight 0'}): {line}"
+        pooled.update({k: finite(v) for k, v in dim_aggregate.pooled.summary().items()})
+        pooled_ci.update({k: [finite(c.low), finite(c.high)] for k, c in dim_aggregate.pooled.ci.items()})
+        mean_of_folds_ci.update({k: [finite(s.ci.low), finite(s.ci.high)]
+                                 for k, s in dim_aggregate.mean_of_folds.items() if s.ci is not None})
+
     cells = cross_corpus_cells(all_predictions, {n: fold_info[n].get("info", {}) for n in names}, classes,
                                by_speaker=by_speaker, n_boot=n_boot, alpha=alpha, seed=seed, source=config.name)
     result = RunResult(
@@ -123,10 +141,12 @@ def score_run(plan: ExperimentPlan, predictions: dict[str, pd.DataFrame], fold_i
         encoder=config.encoder.name, head=config.head.name, classes=classes, primary_metric=primary,
         primary=finite(aggregate.mean_of_folds[primary].mean), primary_std=finite(aggregate.mean_of_folds[primary].std),
         pooled=pooled, pooled_ci=pooled_ci,
-        mean_of_folds={k: finite(s.mean) for k, s in aggregate.mean_of_folds.items()},
+        mean_of_folds={k: finite(s.mean) for k, s in aggregate.mean_of_folds.items()} | (
+            {} if dimensional is None else {k: finite(s.mean) for k, s in dimensional[0].mean_of_folds.items()}),
         n_utterances=len(plan.manifest), n_folds=len(names), folds=folds, by_corpus=by_corpus, seconds=seconds,
         primary_ci=mean_of_folds_ci.get(primary, []), mean_of_folds_ci=mean_of_folds_ci, intervals=intervals,
         scored_classes=scored, normalisation=normalisation, headline=line,
     )
     return RunScores(result=result, aggregate=aggregate, predictions=all_predictions, by_corpus=corpus_reports,
-                     corpus_classes=corpus_classes, cells=cells)
+                     corpus_classes=corpus_classes, cells=cells,
+                     dimensions=None if dimensional is None else dimensional[0])
