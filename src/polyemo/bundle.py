@@ -89,6 +89,9 @@ class FeatureSpec(_Strict):
     layers: list[int] | None = Field(None, description="encoder layers fed to the head, in order; None = all")
     kind: Literal["pooled", "frames"] = Field("pooled", description="utterance-pooled or frame features")
     feature_dim: int = Field(gt=0, description="size of one layer's feature vector as the head sees it")
+    finetune: dict[str, Any] | None = Field(
+        None, description="a fine-tuned encoder (polyemo.train.finetuning.deploy.finetune_spec): its settings, "
+        "the file of the tensors fine-tuning changed (listed in manifest.json) and their names; None: frozen")
 
     @model_validator(mode="before")
     @classmethod
@@ -332,6 +335,7 @@ def export_bundle(
     dimensions: list[str] | None = None,
     segment_above_seconds: float = 30.0,
     overwrite: bool = False,
+    extra_files: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a bundle folder at ``target`` atomically and return its path.
 
@@ -339,7 +343,9 @@ def export_bundle(
     ``features``); ``normaliser`` the fitted :mod:`polyemo.train.normalise` normaliser (None:
     no normalisation; only its training statistics are kept, never per-speaker ones);
     ``dimensions`` the regression outputs (default: arousal/valence/dominance when the head
-    has an ``avd`` output). Nothing appears at ``target`` unless everything was written.
+    has an ``avd`` output). ``extra_files``: further safetensors files, name -> tensors
+    (a fine-tuned encoder's weights), listed with their hashes like the others. Nothing
+    appears at ``target`` unless everything was written.
     """
     import safetensors.torch
     import torch
@@ -394,10 +400,14 @@ def export_bundle(
                                     metadata={"format": BUNDLE_FORMAT, "mode": config.normalisation.mode})
         dump(METRICS, dict(metrics or {}))
         (staging / CARD).write_text(card.markdown(config, labels, dimensions), encoding="utf-8")
+        for name, tensors in (extra_files or {}).items():
+            if Path(name).name != name or name in BUNDLE_FILES:
+                raise ValueError(f"extra bundle file {name!r} must be a new plain file name")
+            safetensors.torch.save_file(dict(tensors), str(staging / name), metadata={"format": BUNDLE_FORMAT})
         manifest = {
             "format": BUNDLE_FORMAT,
             "files": {name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
-                      for name in BUNDLE_FILES},
+                      for name in (*BUNDLE_FILES, *(extra_files or {}))},
         }
         dump(MANIFEST, manifest)
         for path in staging.iterdir():
@@ -437,8 +447,12 @@ def export_estimator(
     ``identity``: the encoder's EncoderIdentity (or its ``as_dict()``); ``encoder_layers``: the
     encoder layers the estimator's features held, in order (None: all of them). When the head
     config picks one of them (``layers: <index>``), the bundle reads only that encoder layer.
-    Classical (scikit-learn) heads have no torch weights and cannot be bundled.
+    Classical (scikit-learn) heads have no torch weights and cannot be bundled. A fine-tuned
+    encoder (the ``finetune`` estimator) goes to :func:`export_finetuned`.
     """
+    if getattr(estimator, "kind", "") == "finetune":
+        return export_finetuned(target, estimator, encoder=encoder, identity=identity, labels=labels, card=card,
+                                metrics=metrics, segment_above_seconds=segment_above_seconds, overwrite=overwrite)
     model = getattr(estimator, "model", None)
     if not getattr(estimator, "fitted", False):
         raise ValueError("the estimator is not fitted")
@@ -471,6 +485,30 @@ def export_estimator(
                          segment_above_seconds=segment_above_seconds, overwrite=overwrite)
 
 
+def export_finetuned(target: str | os.PathLike[str], estimator: Any, *, encoder: str, identity: Any, labels: LabelSet,
+                     card: ModelCard, metrics: Mapping[str, Any] | None = None, segment_above_seconds: float = 30.0,
+                     overwrite: bool = False) -> Path:
+    """Bundle a fitted :class:`polyemo.train.finetune.FinetuneEstimator`: the pooled ``linear``
+    head as ``head.safetensors``, the tensors fine-tuning changed in the encoder (LoRA
+    adapters or its unfrozen weights) as ``encoder.safetensors``, and the settings that
+    rebuild the model from the pretrained weights (``features.finetune``); the pretrained
+    encoder's identity is checked when the bundle is loaded."""
+    from polyemo.train.finetuning.deploy import ENCODER_FILE, encoder_tensors, finetune_spec
+
+    model = getattr(estimator, "model", None)
+    if not getattr(estimator, "fitted", False) or model is None:
+        raise ValueError("the fine-tuning estimator is not fitted")
+    if list(estimator.class_names) != list(labels.classes):
+        raise ValueError(f"estimator classes {estimator.class_names} differ from the label set {labels.classes}")
+    identity_dict = identity.as_dict() if hasattr(identity, "as_dict") else dict(identity)
+    identity_dict = {k: v for k, v in identity_dict.items() if k != "inputs"}
+    features = FeatureSpec(encoder=encoder, identity=identity_dict, layers=None, kind="pooled",
+                           feature_dim=int(model.encoder.hidden_size), finetune=finetune_spec(model, estimator.settings))
+    return export_bundle(target, model=model.head, head_config=model.head_config, features=features, labels=labels,
+                         card=card, normaliser=None, metrics=metrics, segment_above_seconds=segment_above_seconds,
+                         overwrite=overwrite, extra_files={ENCODER_FILE: encoder_tensors(model)})
+
+
 def _read_json(bundle: Path, name: str) -> Any:
     try:
         return json.loads((bundle / name).read_text(encoding="utf-8"))
@@ -500,9 +538,10 @@ def verify_bundle(path: str | os.PathLike[str]) -> dict[str, str]:
         if not file.is_file():
             raise BundleError(bundle, name, "missing (listed in manifest.json)")
         actual = sha256_file(file)
-        if actual != entry.get("sha256"):
+        if not isinstance(entry, dict) or actual != entry.get("sha256"):
             raise BundleError(bundle, name, f"SHA-256 mismatch: the file was modified or corrupted "
-                                            f"(expected {str(entry.get('sha256'))[:16]}…, found {actual[:16]}…)")
+                                            f"(expected {str(entry.get('sha256') if isinstance(entry, dict) else entry)[:16]}…, "
+                                            f"found {actual[:16]}…)")
         hashes[name] = actual
     return hashes
 
@@ -522,9 +561,11 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(bundle, CONFIG, f"format {config.format!r} is not supported (this polyemo reads {BUNDLE_FORMAT})")
     labels_data = _read_json(bundle, LABELS)
     try:
+        if not isinstance(labels_data, dict):
+            raise TypeError(f"expected a JSON object, got {type(labels_data).__name__}")
         labels = LabelSet(**labels_data["label_set"])
-        dimensions = list(labels_data.get("dimensions") or [])
-    except (ValidationError, KeyError, TypeError) as exc:
+        dimensions = [str(d) for d in (labels_data.get("dimensions") or [])]
+    except (ValidationError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(bundle, LABELS, f"invalid label set: {exc}") from exc
     if len(labels.classes) != config.head.num_classes:
         raise BundleError(bundle, LABELS, f"{len(labels.classes)} classes but the head predicts {config.head.num_classes}")
@@ -544,8 +585,15 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         head_state=head_state,
         normalisation_stats=stats,
         metrics=_read_json(bundle, METRICS),
-        card_markdown=(bundle / CARD).read_text(encoding="utf-8"),
+        card_markdown=_read_text(bundle, CARD),
     )
+
+
+def _read_text(bundle: Path, name: str) -> str:
+    try:
+        return (bundle / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(bundle, name, f"cannot read text ({exc})") from exc
 
 
 #: identity fields that must match for a bundle's head to read an encoder's features;

@@ -259,6 +259,8 @@ def _load_encoder(bundle: Bundle, precision: str | None = None) -> Encoder:
     """The bundle's encoder at ``precision`` (default ``auto``: bf16 where the hardware
     computes it natively, else fp32), whatever precision the head was trained on."""
     spec = bundle.config.features
+    if spec.finetune is not None:  # a fine-tuned encoder: the pretrained weights + the bundle's changed tensors
+        return _load_finetuned(bundle, precision)
     try:
         from polyemo.encoders import get_encoder
     except ImportError as exc:
@@ -270,6 +272,18 @@ def _load_encoder(bundle: Bundle, precision: str | None = None) -> Encoder:
     except Exception as exc:  # missing weights, bad precision...
         raise BundleError(bundle.path, "config.json", f"cannot load encoder {spec.encoder!r} ({type(exc).__name__}: {exc})") from exc
     return encoder
+
+
+def _load_finetuned(bundle: Bundle, precision: str | None = None) -> Encoder:
+    spec = bundle.config.features
+    try:
+        from polyemo.train.finetuning.deploy import FinetunedEncoder
+
+        return FinetunedEncoder(bundle.path / spec.finetune["weights"], spec.finetune, spec.identity,
+                                None if precision == "auto" else precision)
+    except Exception as exc:  # missing base weights, peft not installed, tensors that do not fit...
+        raise BundleError(bundle.path, spec.finetune.get("weights"),
+                          f"cannot load the fine-tuned encoder {spec.encoder!r} ({type(exc).__name__}: {exc})") from exc
 
 
 def load_model(path: str | os.PathLike[str] | None = None, *, encoder: Encoder | None = None,

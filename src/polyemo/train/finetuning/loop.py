@@ -123,7 +123,9 @@ class PrefixCache:
 
     @staticmethod
     def usable(model: FinetuneModel, training: bool) -> bool:
-        return isinstance(model.encoder, WhisperTrainable) and model.settings.frozen_prefix_cacheable(training)
+        # a single layer read: the cached prefix output is all the later blocks need
+        return (isinstance(model.encoder, WhisperTrainable) and model.layer_index is not None
+                and model.layer_index >= model.frozen_blocks() and model.settings.frozen_prefix_cacheable(training))
 
     def batch(self, keys: list[Any], waves: list[np.ndarray], device: torch.device):
         encoder = self.model.encoder
