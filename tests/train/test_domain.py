@@ -64,3 +64,57 @@ def test_corpus_balanced_sampling_draws_each_corpus_equally(mode):
         assert max(counts.values()) / min(counts.values()) < 1.2
     with pytest.raises(ValueError, match="corpus"):
         EpochSampler(labels, mode, torch.Generator(), groups=None)
+
+
+def _corpus_shifted(n, seed, offset_scale=3.0):
+    """Two corpora; the class is in dims 0-2, the corpus in dim 3 (a large offset)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    corpus = (np.arange(n) // 3) % 2
+    x = rng.normal(size=(n, 1, 5)).astype(np.float32)
+    x[:, 0, :3] += 2.0 * np.eye(3, dtype=np.float32)[y]
+    x[:, 0, 3] += offset_scale * corpus
+    utt = np.array([f"c{c}/{seed}_{i}" for i, c in enumerate(corpus)], dtype=object)
+    return SplitData(x, y, speakers=np.array([f"c{c}/s{i % 3}" for i, c in enumerate(corpus)], dtype=object),
+                     utt_ids=utt)
+
+
+def test_gradient_reversal_flips_the_gradient():
+    from polyemo.train.domain import reverse_gradient
+
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 0.5).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), -0.5)
+
+
+def test_adversarial_training_hides_the_corpus_and_keeps_the_emotion(quick_config, tmp_path):
+    from polyemo.heads.model import HeadConfig
+    from polyemo.train import build_estimator, load_estimator
+    from polyemo.train.domain import DomainAdversarialTrainer
+
+    train, val = _corpus_shifted(300, 0), _corpus_shifted(90, 1)
+    names = ["a", "b", "c"]
+    plain = build_estimator(HeadConfig(name="linear"), quick_config(epochs=20, normalisation="global"), 3, names)
+    adv = build_estimator(HeadConfig(name="linear"), quick_config(epochs=20, normalisation="global", adversarial=1.0),
+                          3, names)
+    assert isinstance(adv, DomainAdversarialTrainer) and not isinstance(plain, DomainAdversarialTrainer)
+    plain.fit(train, val)
+    adv.fit(train, val)
+    assert adv.domains == ["c0", "c1"]
+    assert (adv.predict(val).predictions == val.labels).mean() > 0.8
+    # the corpus is far harder to read from the adversarial representation than from the input
+    from sklearn.linear_model import LogisticRegression
+
+    corpus = np.array([u.split("/")[0] for u in val.utt_ids])
+    x = torch.as_tensor(np.asarray(adv._prepare(val).features))
+    with torch.no_grad():
+        h = adv.model.project(adv.model.inner.layers(x)).numpy()
+    before = x[:, 0].numpy()
+    probe = lambda f: LogisticRegression(max_iter=500).fit(f[:45], corpus[:45]).score(f[45:], corpus[45:])
+    assert probe(before) > 0.8
+    assert probe(h) < probe(before) - 0.1, (probe(h), probe(before))
+    # saved and loaded, it predicts the same without any corpus given
+    adv.save(tmp_path / "adv")
+    again = load_estimator(tmp_path / "adv")
+    unseen = SplitData(val.features)
+    np.testing.assert_allclose(again.predict(unseen).probabilities, adv.predict(val).probabilities, atol=1e-6)

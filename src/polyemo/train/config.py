@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
     loss: str = "ce"
     loss_params: dict[str, Any] = Field(default_factory=dict)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    #: weight of a gradient-reversal corpus head (0: none); torch heads, polyemo.train.domain
+    adversarial: float = Field(0.0, ge=0)
     normalisation: Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker",
                            "corpus-standardised", "speaker-standardised"] = "none"
     utterance_axis: Literal["frames", "features"] = "frames"

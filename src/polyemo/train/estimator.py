@@ -196,7 +196,10 @@ def build_estimator(head_config: HeadConfig, train_config: TrainConfig, num_clas
     """The estimator registered (:data:`~polyemo.train.registry.ESTIMATORS`) under ``kind``,
     by default the one the head names (a torch :class:`~polyemo.train.trainer.Trainer`, a
     :class:`~polyemo.train.classical.ClassicalEstimator`, ...)."""
-    factory = ESTIMATORS.get(kind or estimator_kind(head_config.name))
+    kind = kind or estimator_kind(head_config.name)
+    if kind == "torch" and getattr(train_config, "adversarial", 0.0) > 0:
+        kind = "domain-adversarial"  # a gradient-reversal corpus head (polyemo.train.domain)
+    factory = ESTIMATORS.get(kind)
     return factory(head_config, train_config, num_classes, class_names)
 
 

@@ -28,6 +28,8 @@ def logit_function(estimator) -> Callable:
     model = getattr(estimator, "model", None)
     if model is not None and hasattr(model, "head"):
         model.eval()
+        if hasattr(estimator, "domains"):  # corpus-adversarial: the input carries a corpus channel (-1: none)
+            return lambda x: model(torch.cat([x, -torch.ones(*x.shape[:2], 1, dtype=x.dtype)], 2))["emotion"]
         return lambda x: model(x)["emotion"]
     head = getattr(estimator, "head", None)
     pipeline = getattr(head, "pipeline", None)
