@@ -32,6 +32,9 @@ SAMPLE_RATE = 16_000
 # active level) stays well above it.
 SILENCE_PEAK = 1e-4
 MIN_SECONDS = 0.1
+#: Float files can hold any value; beyond +60 dB over full scale a sample is not audio but damage
+#: (the fuzzer's 1e38 samples made the encoders' features overflow to inf), so it is refused.
+MAX_AMPLITUDE = 1000.0
 #: frames decoded per block (at the source rate): 64 Ki frames x 8 channels x 4 bytes = 2 MiB
 BLOCK_FRAMES = 1 << 16
 
@@ -42,7 +45,7 @@ class AudioError(ValueError):
     """Audio that cannot be used; ``path`` and ``reason`` say which file and why.
 
     ``code`` is a short machine-readable cause (``undecodable``, ``empty``, ``silent``,
-    ``too_short``, ``not_found``, ``non_finite`` and the limits' codes of :class:`AudioLimitError`).
+    ``too_short``, ``not_found``, ``non_finite``, ``out_of_range`` and the limits' codes of :class:`AudioLimitError`).
     """
 
     code: str = "undecodable"
@@ -213,8 +216,7 @@ def read_audio(source: AudioSource, *, limits: AudioLimits | None = None, name: 
             last = whole or len(block) < block_frames
             mono = block.mean(axis=1) if channels > 1 else block[:, 0]
             mono = np.ascontiguousarray(mono, dtype=np.float32)
-            if not np.all(np.isfinite(mono)):
-                raise AudioError(label, "audio contains NaN or infinite samples", "non_finite")
+            _check_samples(mono, label)
             piece = mono if resampler is None else resampler.resample_chunk(mono, last=last)
             if piece.size:
                 pieces.append(piece)
@@ -226,6 +228,16 @@ def read_audio(source: AudioSource, *, limits: AudioLimits | None = None, name: 
     if not pieces:
         return np.zeros(0, dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
+
+
+def _check_samples(wave: np.ndarray, label: str | os.PathLike[str] | None) -> None:
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak <= MAX_AMPLITUDE:  # False for NaN too
+        return
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(label, "audio contains NaN or infinite samples", "non_finite")
+    raise AudioError(label, f"sample values up to {peak:.3g} (full scale is 1; more than {MAX_AMPLITUDE:g} is "
+                            "not audio)", "out_of_range")
 
 
 def decode(path: str | os.PathLike[str], limits: AudioLimits | None = None) -> tuple[np.ndarray, int]:
@@ -249,8 +261,7 @@ def to_mono_16k(data: np.ndarray, rate: int, path: str | os.PathLike[str] | None
         data = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if data.ndim != 1:
         raise AudioError(path, f"expected 1-D or 2-D (frames, channels) audio, got shape {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise AudioError(path, "audio contains NaN or infinite samples", "non_finite")
+    _check_samples(data, path)
     if rate != SAMPLE_RATE:
         if rate <= 0 or rate > DEFAULT_LIMITS.max_sample_rate:
             raise AudioError(path, f"invalid sample rate {rate}", "sample_rate")

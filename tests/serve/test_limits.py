@@ -48,7 +48,7 @@ def test_the_bomb_gets_413_at_once_without_decoding(recogniser, bomb_bytes):
 
 @pytest.mark.parametrize(("name", "status", "code"), [
     ("rate_384k.wav", 422, "sample_rate"), ("channels_9.wav", 422, "channels"), ("channels_64.wav", 422, "channels"),
-    ("nan.wav", 422, "non_finite"), ("zero_frames.wav", 422, "empty"), ("truncated_header.wav", 422, "undecodable"),
+    ("nan.wav", 422, "non_finite"), ("huge_values.wav", 422, "out_of_range"), ("zero_frames.wav", 422, "empty"), ("truncated_header.wav", 422, "undecodable"),
     ("silent.wav", 422, "silent"), ("text.mp3", 422, "undecodable"), ("too_short.wav", 422, "too_short"),
 ])
 def test_hostile_files_get_the_right_4xx(client, name, status, code):

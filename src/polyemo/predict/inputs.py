@@ -121,7 +121,11 @@ def _read_list(source: Path) -> tuple[list[str], list[str | None] | None]:
 
     suffix = source.suffix.lower()
     if suffix == ".txt":
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{source}: cannot read the list (not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
+        lines = [line.strip() for line in text.splitlines()]
         names = [line for line in lines if line and not line.startswith("#")]
         return [str(_resolve(source, n)) for n in names], None
     try:
@@ -148,7 +152,7 @@ def _resolve(listing: Path, name: str) -> Path:
 
 
 class UnusableUpload(AudioError):
-    """Uploaded bytes that cannot be predicted; ``code``: empty, undecodable, non_finite, too_long,
+    """Uploaded bytes that cannot be predicted; ``code``: empty, undecodable, non_finite, out_of_range, too_long,
     decoded_too_large, sample_rate, channels, timeout, silent, too_short."""
 
     def __init__(self, name: str, reason: str, code: str) -> None:
