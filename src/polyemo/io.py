@@ -8,9 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where tables are read: predicting a clip needs no pandas
+    import pandas as pd
 
 
 @contextmanager
@@ -55,6 +56,8 @@ def write_table(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
 
 
 def read_table(source: str | os.PathLike[str]) -> pd.DataFrame:
+    import pandas as pd
+
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file")

@@ -16,10 +16,13 @@ the default label set of the in-corpus protocols (:data:`polyemo.experiment.conf
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, Field, model_validator
+
+if TYPE_CHECKING:  # pandas is imported where it is used: predicting needs no pandas
+    import pandas as pd
 
 CANONICAL: tuple[str, ...] = (
     "anger",
@@ -197,5 +200,7 @@ def decode_indices(labels: LabelSet, indices: Sequence[int]) -> list[str]:
 
 def gender_codes(values) -> np.ndarray:
     """0 female, 1 male, -1 unknown, from manifest gender values (``f``/``female``, ``m``/``male``)."""
+    import pandas as pd
+
     text = pd.Series(values, dtype="object").astype("string").str.lower().fillna("")
     return np.where(text.isin(["f", "female"]), 0, np.where(text.isin(["m", "male"]), 1, -1)).astype(np.int64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -50,7 +51,10 @@ class Registry(Generic[T]):
                 importlib.import_module(f"{self._package}.{module.name}")
 
     def _load_module_named(self, key: str) -> None:
-        # The module of the same name usually holds the entry: import it alone first.
+        # The module of the same name usually holds the entry: import it alone first
+        # (for a name like "whisper-base", the module named by its leading word).
+        if not key.isidentifier():
+            key = re.split(r"[^A-Za-z0-9_]", key, maxsplit=1)[0]
         if self._loaded or self._package is None or not key.isidentifier():
             return
         module = f"{self._package}.{key}"

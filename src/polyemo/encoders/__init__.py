@@ -35,14 +35,18 @@ __all__ = [
 
 def transformers_encoder(name: str, **options) -> Encoder:
     """A transformers speech encoder by hub id, alias or local path (Whisper or wav2vec2 family)."""
-    from transformers import AutoConfig
+    import json
 
     from polyemo.encoders.hf import resolve_model
     from polyemo.encoders.ssl import SSLEncoder
     from polyemo.encoders.whisper import WhisperSpeechEncoder
 
     folder = resolve_model(name).path
-    model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+    config = folder / "config.json"
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{config}: unreadable model config ({exc})") from exc
     if model_type == "whisper":
         return WhisperSpeechEncoder(name, **options)
     return SSLEncoder(name, **options)
@@ -54,6 +58,13 @@ def get_encoder(name: str, **options) -> Encoder:
     ``options`` go to the encoder, e.g. ``precision="bf16"``, ``window_seconds=20``,
     ``trim=False`` (Whisper).
     """
-    if name in ENCODERS:
-        return ENCODERS.get(name)(**options)
+    from pathlib import Path
+
+    if not Path(name).expanduser().exists():  # a model folder is never a registry name
+        try:
+            factory = ENCODERS.get(name)
+        except KeyError:
+            pass
+        else:
+            return factory(**options)
     return transformers_encoder(name, **options)

@@ -126,7 +126,25 @@ def _check_model_folder(folder: Path) -> str | None:
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
 
 
+def _hf_hub_cache() -> Path:
+    """Where huggingface_hub keeps downloaded repos (its own rules, without importing it)."""
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # already imported: its (possibly configured) value
+        return Path(constants.HF_HUB_CACHE)
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
 def _from_hf_cache(hub_id: str) -> Path | None:
+    # huggingface_hub costs a second to import: look for the repo's folder first
+    if not (_hf_hub_cache() / f"models--{hub_id.replace('/', '--')}").is_dir():
+        return None
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 

@@ -2,8 +2,9 @@
 
 Trimming. transformers' ``WhisperEncoder`` only accepts exactly 30 s of log-mel frames
 (3000), so a 5 s clip costs as much as a 30 s one. With ``trim=True`` (the default) the
-encoder runs on the real length instead: log-mel from ``WhisperFeatureExtractor`` without
-padding to 30 s (audio zero-padded to a multiple of 320 samples, so the mel frame count is
+encoder runs on the real length instead: log-mel (``WhisperFeatureExtractor``'s, computed by
+:mod:`polyemo.encoders.whisper_torch`, which also runs the encoder without importing transformers)
+without padding to 30 s (audio zero-padded to a multiple of 320 samples, so the mel frame count is
 even and the stride-2 convolution sees no padding), the two convolutions, the first T rows
 of the sinusoidal position table, then the layers and the final layer norm, i.e. the same
 modules as transformers' forward with the positional embedding sliced. In a ragged batch
@@ -57,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polyemo.encoders import ENCODERS
+from polyemo.encoders import ENCODERS, whisper_torch
 from polyemo.encoders.base import pool_mean_std
 from polyemo.encoders.hf import FRAME_HOP, PACKAGED, TransformersEncoder, quiet_loading
 from polyemo.paths import user_cache_dir
@@ -237,25 +238,14 @@ class WhisperSpeechEncoder(TransformersEncoder):
 
     def __init__(self, name: str, *, precision: str | None = "auto", window_seconds: float = 30.0, trim: bool = True,
                  tail_seconds: float = DEFAULT_TAIL_SECONDS, sink_ratio: float | None = DEFAULT_SINK_RATIO) -> None:
-        from transformers import AutoConfig, WhisperFeatureExtractor, WhisperModel
-
         super().__init__(name, precision=precision, window_seconds=window_seconds)
         folder = self.resolved.path
-        config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        if config.model_type != "whisper":
-            raise ValueError(f"{folder}: model type {config.model_type!r} is not whisper")
-        with quiet_loading():
-            full = WhisperModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
-                                                attn_implementation="sdpa")
-        self.encoder = full.get_encoder().eval()
-        del full  # the decoder is not needed
-        if (folder / "preprocessor_config.json").is_file():
-            self.feature_extractor = WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True)
-        else:
-            self.feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
-        if self.feature_extractor.feature_size != config.num_mel_bins:
-            raise ValueError(f"{folder}: feature extractor has {self.feature_extractor.feature_size} mel bins, "
-                             f"the model {config.num_mel_bins}")
+        # config and log-mel from the folder's JSON files; the weights load on the first forward
+        # pass (never when every feature asked for is already cached)
+        config = whisper_torch.encoder_config(folder)
+        self._config = config
+        self._encoder_module: torch.nn.Module | None = None
+        self.log_mel = whisper_torch.LogMel.from_folder(folder, int(config["num_mel_bins"]))
         self.trim = bool(trim)
         if tail_seconds < 0:
             raise ValueError(f"tail_seconds must be >= 0, got {tail_seconds}")
@@ -263,18 +253,39 @@ class WhisperSpeechEncoder(TransformersEncoder):
         if sink_ratio is not None and sink_ratio <= 2:
             raise ValueError(f"sink_ratio must be > 2 or None, got {sink_ratio}")
         self.sink_ratio = sink_ratio
-        self.max_positions = config.max_source_positions
+        self.max_positions = int(config["max_source_positions"])
         self.max_samples = self.max_positions * FRAME_HOP
-        self.num_layers = config.encoder_layers + 1
-        self.frame_dim = config.d_model
-        self.pooled_dim = 2 * config.d_model
+        self.num_layers = int(config["encoder_layers"]) + 1
+        self.frame_dim = int(config["d_model"])
+        self.pooled_dim = 2 * self.frame_dim
         self.frame_rate = self.sample_rate / FRAME_HOP
         max_window = self.max_samples / self.sample_rate
         if self.window_seconds > max_window:
             raise ValueError(f"window_seconds {self.window_seconds} exceeds this Whisper's {max_window} s")
 
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The encoder module (plain torch, :mod:`polyemo.encoders.whisper_torch`; transformers'
+        WhisperEncoder for folders without ``model.safetensors``), loaded on first use."""
+        if self._encoder_module is None:
+            module = whisper_torch.load_encoder_module(self.resolved.path, self._config)
+            if module is None:
+                from transformers import WhisperModel
+
+                with quiet_loading():
+                    full = WhisperModel.from_pretrained(self.resolved.path, local_files_only=True,
+                                                        dtype=torch.float32, attn_implementation="sdpa")
+                module = full.get_encoder().eval()
+                del full  # the decoder is not needed
+            self._encoder_module = module
+        return self._encoder_module
+
+    def _apply_precision(self) -> None:
+        self.encoder  # noqa: B018 - loaded first, so int8 quantises its Linear layers
+        super()._apply_precision()
+
     def identity_options(self) -> dict[str, Any]:
-        options = {**super().identity_options(), "trim": self.trim, "n_mels": self.feature_extractor.feature_size,
+        options = {**super().identity_options(), "trim": self.trim, "n_mels": self.log_mel.n_mels,
                    "sink_ratio": self.sink_ratio}
         if self.trim:
             options["tail_seconds"] = self.tail_samples / self.sample_rate
@@ -284,8 +295,9 @@ class WhisperSpeechEncoder(TransformersEncoder):
         return pool_mean_std(layers, outlier_ratio=self.sink_ratio)
 
     def _mel(self, segments: list[np.ndarray], padding: str) -> list[np.ndarray]:
-        return [self.feature_extractor(s, sampling_rate=self.sample_rate, padding=padding,
-                                       return_tensors="np")["input_features"][0] for s in segments]
+        if padding == "max_length":
+            return [self.log_mel.padded(s, self.max_samples / self.sample_rate) for s in segments]
+        return [self.log_mel(s) for s in segments]
 
     def _prepare(self, segments: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
         """Log-mel per window and its number of valid encoder frames (ceil(samples / 320))."""
@@ -301,17 +313,11 @@ class WhisperSpeechEncoder(TransformersEncoder):
 
     def _forward(self, prepared: tuple[list[np.ndarray], list[int]], last_layer: int | None = None) -> list[torch.Tensor]:
         mels, valid = prepared
-        if self.trim or last_layer is not None:
-            # padded 30 s mels through the same loop use the whole position table, i.e. transformers' forward
-            layers = self._run_trimmed(mels, last_layer)
-        else:
-            layers = self._run_padded(mels)
+        # padded 30 s mels go through the same loop with the whole position table (transformers' forward)
+        layers = self._run_trimmed(mels, last_layer)
         # copy only the valid frames of each utterance: (layers, frames, dim)
         return [torch.stack([layer[row, :n] for layer in layers]).float() for row, n in enumerate(valid)]
 
-    def _run_padded(self, mels: list[np.ndarray]) -> list[torch.Tensor]:
-        output = self.encoder(torch.from_numpy(np.stack(mels)), output_hidden_states=True)
-        return list(output.hidden_states)  # each (batch, 1500, dim)
 
     def _run_trimmed(self, mels: list[np.ndarray], last_layer: int | None = None) -> list[torch.Tensor]:
         """transformers' WhisperEncoder forward with the position table sliced to the input,

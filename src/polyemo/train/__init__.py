@@ -8,30 +8,20 @@ all with the same ``fit``/``predict`` interface), normalisers in :mod:`polyemo.t
 Unusable arrays raise :class:`DataError` (``SplitError`` is its deprecated alias).
 """
 
-from polyemo.train.config import TrainConfig
-from polyemo.train.data import (
-    DataError,
-    FitReceipt,
-    SealedSplit,
-    SealedSplitError,
-    SplitData,
-    SplitError,  # deprecated alias of DataError, kept for existing callers
-)
-from polyemo.train.estimator import (
-    Estimator,
-    FitReport,
-    HeadOutput,
-    Prediction,  # deprecated alias of HeadOutput
-    build_estimator,
-    fit_and_refit,
-    load_estimator,
-)
-from polyemo.train.evaluate import FoldResult, train_and_evaluate
-from polyemo.train.registry import ESTIMATORS
-
-# The estimators register themselves when ESTIMATORS first looks them up; importing them here
-# would pull scikit-learn into every ``import polyemo.train`` (prediction needs neither).
-_LAZY = {"ClassicalEstimator": "polyemo.train.classical", "Trainer": "polyemo.train.trainer"}
+# Everything is imported on first use: prediction imports polyemo.train.normalise, and that
+# must not pull pandas, scikit-learn or the trainer into a cold start.
+_LAZY = {
+    "TrainConfig": "polyemo.train.config",
+    **{name: "polyemo.train.data" for name in
+       ("DataError", "FitReceipt", "SealedSplit", "SealedSplitError", "SplitData", "SplitError")},
+    **{name: "polyemo.train.estimator" for name in
+       ("Estimator", "FitReport", "HeadOutput", "Prediction", "build_estimator", "fit_and_refit", "load_estimator")},
+    "FoldResult": "polyemo.train.evaluate",
+    "train_and_evaluate": "polyemo.train.evaluate",
+    "ESTIMATORS": "polyemo.train.registry",
+    "ClassicalEstimator": "polyemo.train.classical",
+    "Trainer": "polyemo.train.trainer",
+}
 
 
 def __getattr__(name: str):

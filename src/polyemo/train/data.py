@@ -13,10 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # only a type here; prediction builds SplitData without pandas
+    import pandas as pd
 
 
 class DataError(ValueError):

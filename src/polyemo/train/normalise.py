@@ -37,11 +37,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import ClassVar, Literal
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from polyemo.io import atomic_path
-from polyemo.train.data import SplitData
+
+if TYPE_CHECKING:  # not imported at run time: predicting loads this module, and pandas costs a cold start
+    from polyemo.train.data import SplitData
 
 NormalisationKind = Literal["none", "global", "utterance", "test-speaker", "enrolled-speaker",
                             "corpus-standardised", "speaker-standardised"]
@@ -144,7 +147,12 @@ def _apply_frames(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 
 
 def _is_unknown(speaker) -> bool:
-    return speaker is None or (not isinstance(speaker, str) and pd.isna(speaker)) or speaker == ""
+    if speaker is None or (isinstance(speaker, str) and speaker == ""):
+        return True
+    try:  # NaN, pd.NA, pd.NaT and numpy missing values without importing pandas
+        return bool(speaker != speaker) or type(speaker).__name__ in ("NAType", "NaTType")
+    except TypeError:  # pd.NA refuses bool()
+        return True
 
 
 def _standardise_rows(data: SplitData, chosen: list[tuple[np.ndarray, np.ndarray]]) -> SplitData:
