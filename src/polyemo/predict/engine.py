@@ -19,6 +19,8 @@ import numpy as np
 from polyemo.audio import SAMPLE_RATE, AudioError
 from polyemo.bundle import DIMENSION_OUTPUT, Bundle, BundleError, check_encoder_identity, read_bundle
 from polyemo.bundle import is_ensemble_bundle, read_ensemble_bundle
+from polyemo.predict.encoder import check_shapes as _check_shapes
+from polyemo.predict.encoder import load_encoder as _load_encoder
 from polyemo.predict.inputs import AudioInput, AudioItem, audio_items, item_wave
 from polyemo.predict.normalise import GroupNormaliser, own_group
 from polyemo.predict.results import Prediction
@@ -242,48 +244,6 @@ def _stack(features: list[np.ndarray], torch: Any) -> tuple[torch.Tensor, torch.
     for i, f in enumerate(features):
         batch[i, :, : f.shape[1]] = f
     return torch.from_numpy(batch), torch.tensor(lengths)
-
-
-def _check_shapes(bundle: Bundle, encoder: Encoder) -> None:
-    spec = bundle.config.features
-    layers = getattr(encoder, "num_layers", None)
-    if spec.layers is not None and layers is not None and any(not -layers <= i < layers for i in spec.layers):
-        raise BundleError(bundle.path, "config.json", f"layers {spec.layers} do not exist in {spec.encoder} ({layers} layers)")
-    dim = getattr(encoder, "pooled_dim" if spec.kind == "pooled" else "frame_dim", None)
-    if dim is not None and dim != spec.feature_dim:
-        raise BundleError(bundle.path, "config.json",
-                          f"the head reads {spec.kind} features of size {spec.feature_dim}; {spec.encoder} gives {dim}")
-
-
-def _load_encoder(bundle: Bundle, precision: str | None = None) -> Encoder:
-    """The bundle's encoder at ``precision`` (default ``auto``: bf16 where the hardware
-    computes it natively, else fp32), whatever precision the head was trained on."""
-    spec = bundle.config.features
-    if spec.finetune is not None:  # a fine-tuned encoder: the pretrained weights + the bundle's changed tensors
-        return _load_finetuned(bundle, precision)
-    try:
-        from polyemo.encoders import get_encoder
-    except ImportError as exc:
-        raise BundleError(bundle.path, "config.json", f"cannot import the encoders to load {spec.encoder!r}: {exc}") from exc
-    try:
-        encoder = get_encoder(spec.encoder, precision=precision or "auto")
-    except KeyError as exc:
-        raise BundleError(bundle.path, "config.json", f"unknown encoder {spec.encoder!r}: {exc.args[0] if exc.args else exc}") from exc
-    except Exception as exc:  # missing weights, bad precision...
-        raise BundleError(bundle.path, "config.json", f"cannot load encoder {spec.encoder!r} ({type(exc).__name__}: {exc})") from exc
-    return encoder
-
-
-def _load_finetuned(bundle: Bundle, precision: str | None = None) -> Encoder:
-    spec = bundle.config.features
-    try:
-        from polyemo.train.finetuning.deploy import FinetunedEncoder
-
-        return FinetunedEncoder(bundle.path / spec.finetune["weights"], spec.finetune, spec.identity,
-                                None if precision == "auto" else precision)
-    except Exception as exc:  # missing base weights, peft not installed, tensors that do not fit...
-        raise BundleError(bundle.path, spec.finetune.get("weights"),
-                          f"cannot load the fine-tuned encoder {spec.encoder!r} ({type(exc).__name__}: {exc})") from exc
 
 
 def load_model(path: str | os.PathLike[str] | None = None, *, encoder: Encoder | None = None,
