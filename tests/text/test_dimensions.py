@@ -103,6 +103,7 @@ def test_dimensions_run_on_baved_arousal_levels(tmp_path, shared_corpora, fitted
     expected = predictions["true"].map({"low": 1.0, "neutral": 2.0, "high": 3.0})
     np.testing.assert_array_equal(predictions["true_arousal"], expected)
     assert predictions["pred_arousal"].between(1, 3).all()
+    assert "pred_gender" not in predictions.columns  # no gender head in this run
     # sealed test split: every fit (fold fit and refit) is disjoint from its fold's test rows
     test_sets = [set(rows["utt_id"]) for _, rows in predictions.groupby("fold")]
     assert len(test_sets) == 2 and len(fitted_rows) >= 2

@@ -138,8 +138,14 @@ def dimension_targets(rows: pd.DataFrame, spec: DimensionsSpec | dict[str, Any] 
 
 
 def add_dimension_columns(frame: pd.DataFrame, outputs: dict[str, np.ndarray], true_avd: np.ndarray | None,
-                          spec: DimensionsSpec | dict[str, Any] | None) -> pd.DataFrame:
-    """``true_<a>`` and ``pred_<a>`` per trained attribute (corpus scale), where the model predicts them."""
+                          spec: DimensionsSpec | dict[str, Any] | None,
+                          true_gender: np.ndarray | None = None) -> pd.DataFrame:
+    """``true_<a>`` and ``pred_<a>`` per trained attribute (corpus scale), where the model predicts
+    them; ``true_gender``/``pred_gender`` (f/m, NA unknown) where it has a gender output."""
+    if "gender" in outputs:
+        frame["pred_gender"] = np.where(np.asarray(outputs["gender"]).argmax(1) == 1, "m", "f")
+        codes = np.full(len(frame), -1) if true_gender is None else np.asarray(true_gender)
+        frame["true_gender"] = pd.Series(np.where(codes == 1, "m", np.where(codes == 0, "f", None)), dtype="string")
     if spec is None or "avd" not in outputs:
         return frame
     spec = spec if isinstance(spec, DimensionsSpec) else DimensionsSpec(**spec)
@@ -171,7 +177,22 @@ def score_dimensions(predictions: dict[str, pd.DataFrame], names: list[str], *, 
     aggregate = aggregate_folds(folds, task="regression", dims=attributes, n_boot=n_boot, alpha=alpha, seed=seed,
                                 strata_name="test corpora")
     spec = spec if spec is None or isinstance(spec, DimensionsSpec) else DimensionsSpec(**spec)
-    return aggregate, dimension_headline(aggregate, attributes, spec)
+    line = dimension_headline(aggregate, attributes, spec)
+    accuracy = gender_accuracy(pd.concat([predictions[n] for n in names]))
+    if accuracy is not None:
+        line += f"; gender (auxiliary) accuracy {accuracy[0] * 100:.1f} % of {accuracy[1]} clips"
+    return aggregate, line
+
+
+def gender_accuracy(predictions: pd.DataFrame) -> tuple[float, int] | None:
+    """Accuracy of the auxiliary gender output over rows with a known gender (None without one)."""
+    if "pred_gender" not in predictions.columns or "true_gender" not in predictions.columns:
+        return None
+    known = predictions["true_gender"].astype("string").isin(["f", "m"])
+    if not known.any():
+        return None
+    right = predictions.loc[known, "pred_gender"].astype(str) == predictions.loc[known, "true_gender"].astype(str)
+    return float(right.mean()), int(known.sum())
 
 
 def _num(value: float) -> str:

@@ -151,7 +151,7 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
         from polyemo.experiment.dimensions import add_dimension_columns
 
         add_dimension_columns(frame, prediction.outputs, None if test_data.avd is None else test_data.avd[scored],
-                              config.dimensions)
+                              config.dimensions, None if test_data.gender is None else test_data.gender[scored])
     write_table(fold_dir / "predictions.csv", frame)
 
     weights = estimator.layer_weights()
