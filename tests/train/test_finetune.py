@@ -205,3 +205,19 @@ def test_two_gloo_processes_match_one(tiny, tmp_path, monkeypatch):
     np.testing.assert_allclose([h["train_loss"] for h in two], [h["train_loss"] for h in one], rtol=1e-5)
     assert [h["val_macro_f1"] for h in two] == [h["val_macro_f1"] for h in one]
     np.testing.assert_allclose(p2, p1, atol=1e-5)
+
+
+def test_frozen_prefix_cache_gives_the_same_model(tiny):
+    """Front-end + frozen blocks computed once per clip (shared across fits) == recomputed."""
+    from polyemo.train.finetuning import loop
+
+    runs = {}
+    for cached in (False, True):
+        loop._SHARED_PREFIXES.clear()
+        estimator = make(tiny["whisper"], train_overrides={"epochs": 2}, method="full", freeze_blocks=1,
+                         crop={"train": "fixed", "eval": "fixed", "seconds": 0.75}, cache_frozen=cached)
+        report = estimator.fit(clips(12, 1), clips(6, 2))
+        runs[cached] = ([h["train_loss"] for h in report.history], estimator.predict(clips(6, 3)).probabilities)
+        assert bool(loop._SHARED_PREFIXES) == cached
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
+    np.testing.assert_allclose(runs[True][1], runs[False][1], atol=1e-5)

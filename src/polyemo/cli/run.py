@@ -46,8 +46,16 @@ def run(
     setting: list[str] = typer.Option([], "--set", help=SET_HELP),
     fresh: bool = typer.Option(False, "--fresh", help="remove the folder's previous results first (else finished folds are kept)"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
+                                        help="fine-tuning: train with DDP over N local processes (gloo on CPU)"),
 ) -> None:
     """Run the experiment of CONFIG: features, folds, metrics (mean of folds and pooled), report."""
+    if nproc is not None:  # read by the finetune estimator; the results equal one process's
+        import os
+
+        from polyemo.train.finetune import NPROC_ENV
+
+        os.environ[NPROC_ENV] = str(nproc)
     from rich.console import Console
     from rich.markup import escape
 

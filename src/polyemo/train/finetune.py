@@ -106,7 +106,7 @@ class FinetuneEstimator(Estimator):
         return None if self.model is None else self.model.head.layer_weights()
 
     def _predict(self, data: SplitData) -> HeadOutput:
-        from polyemo.train.finetuning.loop import device_of, predict_probabilities
+        from polyemo.train.finetuning.loop import PrefixCache, device_of, predict_probabilities
         from polyemo.train.trainer import seeded
 
         if self.model is None:
@@ -115,8 +115,9 @@ class FinetuneEstimator(Estimator):
             return HeadOutput(np.zeros((0, self.num_classes)))
         cfg = self.train_config
         with seeded(cfg.seed, cfg.deterministic, None, cfg.num_threads):
+            cache = PrefixCache(self.model) if PrefixCache.usable(self.model, False) else None
             probabilities = predict_probabilities(self.model, self._waves(data), self.settings,
-                                                  cfg.eval_batch_size or cfg.batch_size, device_of(cfg))
+                                                  cfg.eval_batch_size or cfg.batch_size, device_of(cfg), cache)
         return HeadOutput(probabilities)
 
     # -- persistence ---------------------------------------------------------------------

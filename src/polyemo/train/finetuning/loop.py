@@ -117,8 +117,9 @@ class PrefixCache:
     def __init__(self, model: FinetuneModel, limit: int = PREFIX_CACHE_BYTES) -> None:
         self.model = model
         self.blocks = model.frozen_blocks()
-        self.items: dict[Any, torch.Tensor] = {}
-        self.bytes = 0
+        # shared by every model of this process with the same pretrained prefix (the folds of
+        # a run, the final model): the frozen part never changes, so a clip is computed once
+        self.store = _SHARED_PREFIXES.setdefault((model.settings.encoder, self.blocks), {"items": {}, "bytes": 0})
         self.limit = limit
 
     @staticmethod
@@ -127,22 +128,31 @@ class PrefixCache:
         return (isinstance(model.encoder, WhisperTrainable) and model.layer_index is not None
                 and model.layer_index >= model.frozen_blocks() and model.settings.frozen_prefix_cacheable(training))
 
-    def batch(self, keys: list[Any], waves: list[np.ndarray], device: torch.device):
+    def batch(self, waves: list[np.ndarray], device: torch.device):
         encoder = self.model.encoder
-        missing = [i for i, k in enumerate(keys) if k not in self.items]
+        items = self.store["items"]
+        # keyed by the input's content: the same clip and crop in any fold hits
+        keys = [hashlib.blake2b(np.ascontiguousarray(w, dtype=np.float32).tobytes(), digest_size=16).digest()
+                for w in waves]
+        missing = [i for i, k in enumerate(keys) if k not in items]
         fresh: dict[int, torch.Tensor] = {}
         if missing:
-            with torch.no_grad():
-                inputs = _to(encoder.prepare([waves[i] for i in missing]), device)
-                hidden, lengths, context = encoder.frontend(inputs)
-                states = encoder.run_blocks(hidden, context, 0, self.blocks) if self.blocks else [hidden]
-                out = states[-1].float()
-                for row, i in enumerate(missing):
-                    fresh[i] = out[row, : int(lengths[row])].clone()
-                    if self.bytes < self.limit:
-                        self.items[keys[i]] = fresh[i]
-                        self.bytes += fresh[i].numel() * 4
-        parts = [fresh[i] if i in fresh else self.items[k] for i, k in enumerate(keys)]
+            was_training = encoder.training
+            encoder.eval()  # frozen blocks: no dropout, whatever mode the rest is in
+            try:
+                with torch.no_grad():
+                    inputs = _to(encoder.prepare([waves[i] for i in missing]), device)
+                    hidden, lengths, context = encoder.frontend(inputs)
+                    states = encoder.run_blocks(hidden, context, 0, self.blocks) if self.blocks else [hidden]
+            finally:
+                encoder.train(was_training)
+            out = states[-1].float()
+            for row, i in enumerate(missing):
+                fresh[i] = out[row, : int(lengths[row])].clone()
+                if self.store["bytes"] < self.limit:
+                    items[keys[i]] = fresh[i]
+                    self.store["bytes"] += fresh[i].numel() * 4
+        parts = [fresh[i] if i in fresh else items[k] for i, k in enumerate(keys)]
         lengths = torch.tensor([p.shape[0] for p in parts], device=device)
         hidden = torch.zeros(len(parts), int(lengths.max()), parts[0].shape[1], device=device)
         for row, p in enumerate(parts):
@@ -150,30 +160,32 @@ class PrefixCache:
         return hidden, lengths, WhisperTrainable.attention_mask(lengths, hidden.shape[1])
 
 
+#: frozen-prefix outputs by (encoder, frozen blocks): {"items": {content key: (frames, dim)}, "bytes": n}
+_SHARED_PREFIXES: dict[tuple[str, int], dict[str, Any]] = {}
+
+
 def _to(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
-def forward(model: FinetuneModel, waves: list[np.ndarray], keys: list[Any] | None, cache: PrefixCache | None,
+def forward(model: FinetuneModel, waves: list[np.ndarray], cache: PrefixCache | None,
             device: torch.device) -> dict[str, torch.Tensor]:
-    if cache is not None and keys is not None:
-        return model(None, cache.batch(keys, waves, device), cache.blocks)
+    if cache is not None:
+        return model(None, cache.batch(waves, device), cache.blocks)
     inner = getattr(model, "module", model)  # DDP wraps the model
     return model(_to(inner.encoder.prepare(waves), device))
 
 
 @torch.no_grad()
 def predict_probabilities(model: FinetuneModel, waves: list[np.ndarray], settings: FinetuneSettings,
-                          batch_size: int, device: torch.device, cache: PrefixCache | None = None,
-                          keys: list[Any] | None = None) -> np.ndarray:
+                          batch_size: int, device: torch.device, cache: PrefixCache | None = None) -> np.ndarray:
     """Softmax probabilities (N, C) of clips, in evaluation crops, in the given order."""
     model.eval()
     inputs = [eval_input(w, settings.crop) for w in waves]
     out = np.zeros((len(inputs), model.head.head.num_classes))
     with autocast_for(settings, device):
         for batch in eval_batches(np.array([w.size for w in inputs]), batch_size):
-            batch_keys = None if keys is None else [keys[i] for i in batch]
-            logits = forward(model, [inputs[i] for i in batch], batch_keys, cache, device)["emotion"]
+            logits = forward(model, [inputs[i] for i in batch], cache, device)["emotion"]
             out[batch] = torch.softmax(logits.float(), dim=-1).double().cpu().numpy()
     return out
 
@@ -260,8 +272,7 @@ def run_loop(job: Job, rank: int = 0, world: int = 1) -> tuple[LoopResult, Finet
                         targets = label_t[shard].to(device)
                         known = int((targets >= 0).sum())
                         with autocast_for(settings, device):
-                            keys = [int(r) for r in shard]
-                            out = forward(wrapped, waves, keys, train_cache, device)["emotion"].float()
+                            out = forward(wrapped, waves, train_cache, device)["emotion"].float()
                         batch_masks = None if masks is None else masks[shard].to(device)
                         if known:
                             loss = loss_fn(out, targets, batch_masks) * (known / max(known_global, 1))
@@ -283,8 +294,7 @@ def run_loop(job: Job, rank: int = 0, world: int = 1) -> tuple[LoopResult, Finet
                 stop = False
                 if rank == 0:
                     eval_size = cfg.eval_batch_size or cfg.batch_size
-                    probabilities = predict_probabilities(model, job.val_waves, settings, eval_size, device,
-                                                          val_cache, list(range(len(job.val_waves))))
+                    probabilities = predict_probabilities(model, job.val_waves, settings, eval_size, device, val_cache)
                     scores = classification_scores(job.val_labels, probabilities, job.class_names)
                     metrics = {"ua": scores["ua"], "wa": scores["wa"], "macro_f1": scores["macro_f1"]}
                     score = float(metrics[cfg.selection_metric])
