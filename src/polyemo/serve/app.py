@@ -53,7 +53,7 @@ class ServeConfig(BaseModel):
     min_duration_seconds: float = Field(0.1, ge=0, description="shortest accepted audio")
     max_batch: int = Field(8, ge=1, description="most requests run through the model together")
     max_wait_seconds: float = Field(0.01, ge=0, description="how long a request waits for others to batch with")
-    max_queue: int = Field(256, ge=1, description="requests waiting beyond this get 503")
+    max_queue: int = Field(1024, ge=1, description="requests waiting for the model beyond this get 503 (their audio is bounded by max_queued_audio_seconds too)")
     max_queued_audio_seconds: float = Field(
         3600.0, gt=0, description="decoded audio held for waiting requests (bounds memory); beyond it 503")
     max_sample_rate: int = Field(192_000, gt=0, description="highest accepted sample rate (from the header)")
