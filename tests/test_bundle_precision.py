@@ -101,3 +101,20 @@ def test_predict_and_serve_take_a_precision_option():
     for command in (["predict", hello], ["serve"]):
         result = CliRunner().invoke(app, [*command, "--precision", "fp8"])
         assert result.exit_code == 2 and "precision must be one of auto, fp32, bf16, int8" in result.output, result.output
+
+
+def test_feature_code_versions_are_checked_and_library_drift_is_named():
+    from dataclasses import replace
+
+    bundle = read_bundle(default_model_path())
+    trained = {"feature_code": "1", "torch": "2.13.0", "numpy": "2.0.0"}
+    versioned = replace(bundle, config=bundle.config.model_copy(deep=True))
+    versioned.config.features.identity = {**_identity(), "versions": trained, "key": "trained-key"}
+    check_encoder_identity(bundle, _identity(versions=trained))  # an old bundle (no versions) accepts any
+    with pytest.raises(BundleError, match="feature code version 1, this polyemo computes version 2"):
+        check_encoder_identity(versioned, _identity(versions={**trained, "feature_code": "2"}))
+    with pytest.warns(UserWarning, match=r"torch 2\.13\.0 -> 2\.14\.0"):
+        check_encoder_identity(versioned, _identity(versions={**trained, "torch": "2.14.0"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_encoder_identity(versioned, _identity(versions=trained))

@@ -601,6 +601,23 @@ def _read_text(bundle: Path, name: str) -> str:
 IDENTITY_FIELDS = ("name", "weights_hash", "options")
 
 
+def _check_versions(bundle: Bundle, trained: dict[str, str], installed: dict[str, str]) -> None:
+    """Another feature-code version computes other numbers: refused. Other library versions
+    may shift them slightly: a warning (bundles of older polyemo recorded no versions)."""
+    if not trained or not installed:
+        return
+    if trained.get("feature_code") != installed.get("feature_code"):
+        raise BundleError(bundle.path, CONFIG, f"the head was trained on features of feature code version "
+                          f"{trained.get('feature_code')}, this polyemo computes version {installed.get('feature_code')}")
+    drift = [f"{lib} {trained[lib]} -> {installed.get(lib)}" for lib in sorted(trained)
+             if lib != "feature_code" and trained[lib] != installed.get(lib)]
+    if drift:
+        import warnings
+
+        warnings.warn(f"{bundle.path}: trained with other library versions ({'; '.join(drift)}); features may "
+                      "drift slightly (benchmarks/precision_agreement.py measures such agreement)", stacklevel=3)
+
+
 def check_encoder_identity(bundle: Bundle, identity: Any) -> None:
     """Raise :class:`BundleError` unless ``identity`` (EncoderIdentity) has the weights and
     options the head was trained on; the compute precision may differ."""
@@ -608,6 +625,7 @@ def check_encoder_identity(bundle: Bundle, identity: Any) -> None:
     actual = identity.as_dict() if hasattr(identity, "as_dict") else dict(identity)
     if actual.get("key") == expected.get("key"):
         return
+    _check_versions(bundle, expected.get("versions") or {}, actual.get("versions") or {})
     differences = [
         f"{field} {expected.get(field)!r} != installed {actual.get(field)!r}"
         for field in IDENTITY_FIELDS

@@ -130,3 +130,46 @@ def test_an_index_of_the_old_format_is_rebuilt(subset, reference, tmp_path):
     index.drop(columns=["slot", "checksum"]).to_parquet(first.store_dir / "index.parquet")
     store = FeatureStore(first.store_dir)
     np.testing.assert_array_equal(store.read_pooled(subset["content_hash"].tolist()), reference)
+
+
+class _Versioned(ToyEncoder):
+    """The toy encoder with a versioned identity (as every neural encoder now has), optionally
+    computing slightly different numbers (as after an upgrade that changes them)."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        super().__init__()
+        self.shift = shift
+
+    @property
+    def identity(self):
+        from dataclasses import replace
+
+        return replace(super().identity, versions={"feature_code": "1", "torch": "x"})
+
+    def frames(self, waves):
+        out = super().frames(waves)
+        for f in out:
+            f.layers += np.float32(self.shift)
+        return out
+
+
+def test_the_cache_key_carries_versions(subset, tmp_path):
+    plain, versioned = ToyEncoder().identity, _Versioned().identity
+    assert versioned.key() != plain.key() and versioned.unversioned_key() == plain.key()
+    assert versioned.as_dict()["versions"] == {"feature_code": "1", "torch": "x"}
+
+
+def test_a_store_of_an_older_version_is_adopted_only_if_recomputed_features_agree(subset, reference, tmp_path):
+    features(subset, ToyEncoder(), cache_dir=tmp_path / "a", progress=False)  # written before versions
+    encoder = _Versioned()
+    adopted = features(subset, encoder, cache_dir=tmp_path / "a", progress=False)
+    assert adopted.computed == 0 and adopted.reused == N_FILES
+    np.testing.assert_array_equal(adopted.array, reference)
+    record = FeatureStore(adopted.store_dir).info["adopted_from"]
+    assert record["checked_recordings"] == 8 and record["max_relative_difference"] == 0.0
+
+    features(subset, ToyEncoder(), cache_dir=tmp_path / "b", progress=False)
+    with pytest.warns(UserWarning, match="differ from this version"):
+        changed = features(subset, _Versioned(shift=0.01), cache_dir=tmp_path / "b", progress=False)
+    assert changed.computed == N_FILES  # numbers moved: nothing of the old store is reused
+    assert "adopted_from" not in FeatureStore(changed.store_dir).info

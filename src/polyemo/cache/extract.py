@@ -464,6 +464,81 @@ def _save_failures(table: pd.DataFrame, target: Path, manifest_paths: set[str], 
     write_table(target, table)
 
 
+#: adopting an older store needs this many of its recordings recomputed to agree within ADOPT_RTOL
+ADOPT_CHECKS = 8
+ADOPT_RTOL = 1e-4
+
+
+def adopt_unversioned(store: FeatureStore, encoder: Encoder, frame: pd.DataFrame, row_errors: dict[int, str]) -> bool:
+    """Take over the features of a store written before identities carried versions.
+
+    Such a store has the same name, weights, precision and options but a key without the
+    feature-code and library versions, so nothing says which code computed it. It is adopted
+    only if :data:`ADOPT_CHECKS` of its recordings from this manifest, recomputed now, agree
+    with what it holds (relative difference <= :data:`ADOPT_RTOL` of each vector's largest
+    value); its shards are then hard-linked (copied across file systems) into the new store,
+    whose encoder.json records the check. Otherwise everything is computed afresh.
+    """
+    import json
+    import shutil
+    import warnings
+
+    from polyemo.cache.store import CacheError, store_dir_name
+    from polyemo.io import write_json
+
+    identity = encoder.identity
+    if not identity.versions:
+        return False
+    legacy_dir = store.directory.parent / store_dir_name(identity).replace(identity.key(), identity.unversioned_key())
+    if legacy_dir == store.directory or not (legacy_dir / "encoder.json").is_file():
+        return False
+    try:
+        legacy = FeatureStore(legacy_dir)
+    except (CacheError, OSError, ValueError):
+        return False
+    if legacy.info.get("identity", {}).get("versions") or (legacy.num_layers, legacy.pooled_dim) != (store.num_layers, store.pooled_dim):
+        return False
+    stored = legacy.pooled_hashes()
+    sample: dict[str, str] = {}
+    for row in range(len(frame)):
+        content_hash = str(frame.at[row, "content_hash"])
+        if row not in row_errors and content_hash in stored and legacy.has_pooled(content_hash):
+            sample.setdefault(content_hash, str(frame.at[row, "path"]))
+    picked = sorted(sample)[:ADOPT_CHECKS]
+    if len(picked) < min(ADOPT_CHECKS, len(stored)):
+        return False  # too few of its recordings in this manifest to check it
+    waves = [_load(WorkItem(h, sample[h], 0.0, True, False)) for h in picked]
+    if any(isinstance(w, str) for w in waves):
+        return False
+    fresh = np.asarray(encoder.pooled(waves), dtype=np.float32)
+    old = legacy.read_pooled(picked)
+    scale = np.maximum(np.abs(old).max(axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+    difference = float((np.abs(fresh - old) / scale).max())
+    if not difference <= ADOPT_RTOL:
+        warnings.warn(f"{legacy_dir}: features of an older polyemo differ from this version's by {difference:.2e} "
+                      f"(relative); not reused, computing afresh", stacklevel=3)
+        return False
+    for kind in legacy._kind_dirs():
+        target = store.directory / kind
+        target.mkdir(exist_ok=True)
+        for source in (legacy_dir / kind).glob("*.safetensors"):
+            if source.name.startswith(".") or (target / source.name).exists():
+                continue
+            try:
+                os.link(source, target / source.name)
+            except OSError:
+                shutil.copy2(source, target / source.name)
+    info = json.loads((store.directory / "encoder.json").read_text(encoding="utf-8"))
+    info["adopted_from"] = {"store": legacy_dir.name, "checked_recordings": len(picked),
+                            "max_relative_difference": difference, "tolerance": ADOPT_RTOL,
+                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with store.locked():
+        write_json(store.directory / "encoder.json", info)
+    store.info = info
+    store.merge_index()
+    return True
+
+
 def _extraction_bar(enabled: bool, total: int, description: str):
     """The shared progress bar with extraction's columns: audio seconds, x real time,
     failures and the time remaining."""
@@ -533,6 +608,8 @@ def features(
     store = FeatureStore.open(encoder, cache_dir)
     chosen = store.check_layers(layers)
     hashes = frame["content_hash"].astype("string")
+    if not store.pooled_hashes():
+        adopt_unversioned(store, encoder, frame, row_errors)
     # The encoder stops after the deepest layer asked for (if it can); pooled features are
     # stored for every layer it computed, so a later request for shallower ones is free.
     last_layer = encoder.last_layer(chosen) if hasattr(encoder, "last_layer") else None

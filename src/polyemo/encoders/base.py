@@ -57,17 +57,24 @@ class EncoderIdentity:
     weights_hash: str
     precision: str = "fp32"
     options: dict[str, Any] = field(default_factory=dict)
+    #: the feature code's version and the library versions that change its numbers
+    #: (e.g. {"feature_code": "1", "torch": "2.13.0"}); an upgrade gets a new cache key
+    versions: dict[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
-        blob = json.dumps(
-            {"name": self.name, "weights": self.weights_hash, "precision": self.precision, "options": self.options},
-            sort_keys=True,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        content: dict[str, Any] = {"name": self.name, "weights": self.weights_hash, "precision": self.precision,
+                                   "options": self.options}
+        if self.versions:
+            content["versions"] = self.versions
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+
+    def unversioned_key(self) -> str:
+        """The key this identity had before versions were part of it (stores of older polyemo)."""
+        return EncoderIdentity(self.name, self.weights_hash, self.precision, self.options).key()
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "weights_hash": self.weights_hash, "precision": self.precision,
-                "options": self.options, "key": self.key()}
+                "options": self.options, "versions": self.versions, "key": self.key()}
 
 
 class Encoder(ABC):

@@ -240,6 +240,20 @@ def weights_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def library_versions(code_version: int, libraries: tuple[str, ...]) -> dict[str, str]:
+    """{"feature_code": ..., library: version}: what an identity records (read from package metadata,
+    so nothing is imported)."""
+    import importlib.metadata
+
+    versions = {"feature_code": str(code_version)}
+    for library in libraries:
+        try:
+            versions[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            versions[library] = "not installed"
+    return versions
+
+
 # --- windows, precision, the encoder base ------------------------------------------------------
 
 def window_bounds(n_samples: int, max_samples: int, align: int = FRAME_HOP) -> list[tuple[int, int]]:
@@ -284,11 +298,17 @@ class TransformersEncoder(Encoder):
         self.resolved = resolve_model(name)
         self._weights_hash: str | None = None
 
+    #: bump when this encoder's code changes its numbers (a new cache key, bundles warned)
+    feature_code_version = 1
+    #: distributions whose versions can change the numbers (torch for every model here)
+    numeric_libraries: tuple[str, ...] = ("torch", "numpy")
+
     @property
     def identity(self) -> EncoderIdentity:
         if self._weights_hash is None:
             self._weights_hash = weights_hash(self.resolved.path)
-        return EncoderIdentity(self.resolved.name, self._weights_hash, self.precision, self.identity_options())
+        return EncoderIdentity(self.resolved.name, self._weights_hash, self.precision, self.identity_options(),
+                               library_versions(self.feature_code_version, self.numeric_libraries))
 
     def _apply_precision(self) -> None:
         """Once, before the first forward: int8 quantises the Linear layers of every torch

@@ -39,6 +39,8 @@ class _EnoughLayers(Exception):
 class SSLEncoder(TransformersEncoder):
     """A wav2vec 2.0-family encoder: all hidden states, mean+std pooled over valid frames."""
 
+    numeric_libraries = ("torch", "numpy", "transformers")  # transformers runs the model
+
     def __init__(self, name: str, *, precision: str | None = "auto", window_seconds: float = 30.0) -> None:
         from transformers import (
             AutoConfig,
