@@ -108,3 +108,41 @@ def test_dimensions_run_on_baved_arousal_levels(tmp_path, shared_corpora, fitted
     test_sets = [set(rows["utt_id"]) for _, rows in predictions.groupby("fold")]
     assert len(test_sets) == 2 and len(fitted_rows) >= 2
     assert all(any(not (seen & test) for test in test_sets) for seen in fitted_rows)
+
+
+def test_proxy_multitask_model_bundles_and_predicts_dimensions(tmp_path, shared_corpora):
+    import json
+
+    from typer.testing import CliRunner
+
+    from polyemo.cli import app
+
+    table = {"anger": (0.9, 0.2, 0.7), "boredom": (0.2, 0.3, 0.4), "disgust": (0.6, 0.1, 0.5), "fear": (0.8, 0.1, 0.2),
+             "happiness": (0.7, 0.9, 0.7), "neutral": (0.3, 0.5, 0.5), "sadness": (0.2, 0.1, 0.2)}
+    config = {"name": "emodb-proxy", "corpora": ["emodb"], "corpora_root": str(shared_corpora), "target": "dimensions",
+              "dimensions": {"source": "proxy", "proxy_source": "illustrative test table (NOT published norms)",
+                             "proxy": {c: dict(zip(("arousal", "valence", "dominance"), v)) for c, v in table.items()}},
+              "protocol": {"name": "speaker_kfold", "params": {"k": 2}}, "encoder": {"name": "whisper-base", "layers": [3, 4]},
+              "head": {"name": "dimensional", "params": {"projection_dim": 32, "hidden_dim": 16, "class_weight": 1.0,
+                                                         "gender_weight": 1.0}},
+              "normalisation": "global", "training": {"epochs": 3, "lr": 0.003, "show_progress": False},
+              "limit": {"per_corpus": 70}, "metrics": {"n_boot": 50}, "final_model": True}
+    import yaml
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", str(tmp_path / "exp.yaml"), "-o", str(tmp_path / "run"), "--no-progress"])
+    assert ran.exit_code == 0, ran.output
+    assert "PROXY dimensions" in ran.output and "gender (auxiliary) accuracy" in ran.output
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert {"ccc_arousal", "ccc_valence", "ccc_dominance"} <= set(result["pooled_ci"]) and "mean_ccc" in result["pooled"]
+    exported = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
+    assert exported.exit_code == 0, exported.output
+    from .conftest import HELLO
+
+    predicted = runner.invoke(app, ["predict", str(HELLO), "-m", str(tmp_path / "bundle"), "--format", "jsonl",
+                                    "--no-progress"])
+    assert predicted.exit_code == 0, predicted.output
+    row = json.loads(next(line for line in predicted.output.splitlines() if line.startswith("{")))
+    for dim in ("arousal", "valence", "dominance"):
+        assert 0.1 <= row[dim] <= 0.9  # sigmoid + min-max onto the table's range
