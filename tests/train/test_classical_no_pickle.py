@@ -99,3 +99,27 @@ def test_no_pickle_or_unsafe_torch_load_in_the_package():
                            capture_output=True, text=True).stdout.splitlines()
     unsafe = [line for line in found if "torch.load(" not in line or "weights_only=True" not in line]
     assert unsafe == [], unsafe
+
+
+def test_a_full_disk_while_saving_leaves_no_half_head(fitted, tmp_path, monkeypatch):
+    import errno
+
+    import polyemo.io
+
+    real = polyemo.io.atomic_path
+
+    def second_write_fails(target):
+        if Path(target).name == "head.json":  # written after head.safetensors
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(target)
+
+    monkeypatch.setattr(polyemo.io, "atomic_path", second_write_fails)
+    with pytest.raises(OSError, match="No space left"):
+        fitted.save(tmp_path / "model")
+    monkeypatch.undo()
+    folder = tmp_path / "model"
+    assert not list(folder.glob(".*.tmp")) and not (folder / "head.json").exists()
+    with pytest.raises(FileNotFoundError, match=r"model/(estimator|head)\.json"):
+        load_estimator(folder)  # a clear error naming the missing file, never a half-read head
+    fitted.save(folder)  # the next save completes the folder
+    np.testing.assert_array_equal(load_estimator(folder).predict_proba(_data(3)), fitted.predict_proba(_data(3)))
