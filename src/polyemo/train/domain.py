@@ -2,8 +2,8 @@
 
 ``training.adversarial: w`` (w > 0) trains a torch head through this estimator
 (``domain-adversarial``, chosen by :func:`polyemo.train.estimator.build_estimator`). The
-pooled input (after the head's layer reduction) goes through a learned linear map ``P``
-(initialised to the identity), the emotion head reads ``P z``, and a corpus classifier reads
+pooled input (after the head's layer reduction) goes through a learned linear map ``P`` (the
+identity plus a learned correction, low-rank above 512 dimensions, starting at the identity), the emotion head reads ``P z``, and a corpus classifier reads
 ``P z`` through a gradient-reversal layer (Ganin & Lempitsky 2015): P learns to keep what tells
 emotions apart and to lose what tells the TRAINING corpora apart, weighted by w. The corpus of
 a row is its utt_id's ``corpus/`` prefix; at prediction time no corpus is needed (the corpus
@@ -55,10 +55,21 @@ class AdversarialModel(nn.Module):
         self.inner = inner
         self.head = inner.head  # the trainer reads head.outputs
         self.input_kind = inner.input_kind
-        self.project = nn.Linear(feature_dim, feature_dim)
-        with torch.no_grad():
-            self.project.weight.copy_(torch.eye(feature_dim))
-            self.project.bias.zero_()
+        # The identity at the start: a full matrix for one layer; for concatenations (> 512
+        # dimensions) the identity plus a rank-64 correction (>> the number of corpora, enough
+        # to cancel their directions, and a fraction of a full 1536 x 1536 map's cost).
+        self.full = feature_dim <= 512
+        if self.full:
+            self.map = nn.Linear(feature_dim, feature_dim)
+            with torch.no_grad():
+                self.map.weight.copy_(torch.eye(feature_dim))
+                self.map.bias.zero_()
+        else:
+            self.down = nn.Linear(feature_dim, 64, bias=False)
+            self.up = nn.Linear(64, feature_dim)
+            with torch.no_grad():
+                self.up.weight.zero_()
+                self.up.bias.zero_()
         self.domain = nn.Linear(feature_dim, max(num_domains, 2))
         self.weight = float(weight)
         self._domain_logits: torch.Tensor | None = None
@@ -70,6 +81,10 @@ class AdversarialModel(nn.Module):
         self._codes = codes
         self._domain_logits = self.domain(reverse_gradient(h, self.weight)) if self.training else None
         return self.head(h, lengths)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """The learned map (the identity at the start)."""
+        return self.map(z) if self.full else z + self.up(self.down(z))
 
     def compute_loss(self, outputs, targets, emotion_loss):
         loss, parts = self.inner.compute_loss(outputs, targets, emotion_loss)
