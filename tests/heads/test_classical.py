@@ -197,7 +197,9 @@ def test_every_head_honours_class_masks_or_refuses_them(name):
             HEADS.get(name)(4, 4).fit(x, y, masks=np.ones_like(masks))  # complete masks: allowed
         return
     generator, masks, labels = _masked_batch()
-    params = {"multitask": {"gender_weight": 1.0}}.get(name, {})  # it refuses to run without a task
+    params = {"multitask": {"gender_weight": 1.0},  # it refuses to run without a task
+              "cross_attention": {"speech_dim": 4, "text_tokens": 2},  # frames = speech then 2 text slots
+              "dimensional": {"class_weight": 1.0}}.get(name, {})
     model = build_head(HeadConfig(name=name, params=params), 2, 8, 3)
     if head_input_kind(name) == "frames":
         x, lengths = torch.randn((6, 2, 5, 8), generator=generator), torch.full((6,), 5)

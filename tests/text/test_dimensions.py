@@ -24,7 +24,8 @@ def test_target_dimensions_expands_to_classes_and_head():
                                   "head": {"name": "dimensional", "params": {"gender_weight": 1.0}}})
     assert proxy.target == "label" and proxy.head.params["scale"] == [0.1, 0.9]
     assert proxy.head.params["gender_weight"] == 1.0
-    for bad, message in [({**BAVED, "dimensions": {"attributes": ["valence"], "source": "arousal_level"}}, "arousal only"),
+    for bad, message in [({"corpora": ["emodb"], "head": "dimensional"}, "needs target: dimensions"),
+                         ({**BAVED, "dimensions": {"attributes": ["valence"], "source": "arousal_level"}}, "arousal only"),
                          ({**BAVED, "dimensions": {**PROXY, "proxy_source": None}}, "proxy_source"),
                          ({**BAVED, "dimensions": None}, "needs a 'dimensions' block"),
                          ({"corpora": ["emodb"], "dimensions": PROXY}, "applies to target: dimensions")]:

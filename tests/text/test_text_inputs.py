@@ -71,3 +71,48 @@ def test_pick_layer():
     np.testing.assert_array_equal(pick_layer(x, 0), x[:, 0])
     with pytest.raises(ExperimentError, match="out of range"):
         pick_layer(x, 3)
+
+
+def test_cross_attention_head_reads_its_text_slots():
+    import torch
+
+    from polyemo.heads.fusion import CrossAttentionFusionHead
+    from polyemo.experiment.text_inputs import frames_with_tokens
+
+    torch.manual_seed(0)
+    speech = [np.random.default_rng(i).normal(size=(2, n, 6)).astype(np.float32) for i, n in enumerate((9, 5))]
+    tokens = [np.random.default_rng(10 + i).normal(size=(3, n, 4)).astype(np.float16) for i, n in enumerate((2, 7))]
+    rows = frames_with_tokens(speech, tokens, "last", slots=4)
+    assert [r.shape for r in rows] == [(2, 13, 10), (2, 9, 10)]
+    np.testing.assert_array_equal(rows[0][:, :9, :6], speech[0])
+    np.testing.assert_array_equal(rows[0][0, 9:11, 6:], tokens[0][-1].astype(np.float32))
+    assert not rows[0][:, 11:].any()  # unused slots are zero (masked by the head)
+    np.testing.assert_array_equal(rows[1][1, 5:9, 6:], tokens[1][-1][:4].astype(np.float32))  # cut to 4 slots
+
+    head = CrossAttentionFusionHead(10, 3, speech_dim=6, text_tokens=4, dim=8, heads=2, hidden_dim=8, dropout=0.0).eval()
+    x = torch.zeros(2, 13, 10)
+    for b, r in enumerate(rows):
+        x[b, : r.shape[1]] = torch.from_numpy(r[0])
+    lengths = torch.tensor([13, 9])
+    speech_part, speech_lengths, text, real = head.split_inputs(x, lengths)
+    assert speech_lengths.tolist() == [9, 5] and real.tolist() == [[True, True, False, False], [True] * 4]
+    out = head(x, lengths)["emotion"]
+    assert out.shape == (2, 3)
+    changed = x.clone()
+    changed[0, 9, 6:] += 1.0  # another token: a different prediction
+    assert not torch.allclose(head(changed, lengths)["emotion"][0], out[0])
+    padded = torch.cat([x, torch.full((2, 3, 10), 7.0)], dim=1)  # batch padding beyond the lengths changes nothing
+    torch.testing.assert_close(head(padded, lengths)["emotion"], out)
+
+
+def test_cross_attention_fusion_run(shared_corpora, tmp_path):
+    from polyemo.experiment import run_experiment
+
+    config = _config(shared_corpora, tmp_path, {"source": "text", "encoder": "whisper-decoder", "fusion": "cross_attention",
+                                                "tokens": 24})
+    config.update({"encoder": {"name": "egemaps-lld", "cache_dir": str(tmp_path / "features")}, "features": "frames",
+                   "normalisation": "none", "limit": {"per_corpus": 40},
+                   "head": {"name": "cross_attention", "params": {"speech_dim": 25, "text_tokens": 24, "dim": 32}},
+                   "training": {"epochs": 2, "show_progress": False}})
+    result = run_experiment(config, tmp_path / "xattn", progress=False)
+    assert result.n_utterances == 40 and 0 <= result.primary <= 1

@@ -99,6 +99,9 @@ def expand_target(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("target") != "dimensions":
         if data.get("dimensions") is not None:
             raise ValueError("'dimensions' applies to target: dimensions")
+        head = data.get("head")
+        if (head if isinstance(head, str) else (head or {}).get("name")) in ("dimensional", "avd"):
+            raise ValueError("head dimensional needs target: dimensions (and a dimensions block)")
         return data
     if data.get("dimensions") is None:
         raise ValueError("target: dimensions needs a 'dimensions' block (attributes, source)")

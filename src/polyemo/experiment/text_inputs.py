@@ -9,7 +9,8 @@ The provider for experiments with a ``text:`` block (:mod:`polyemo.experiment.te
 3. its text features (:func:`polyemo.cache.text_store.text_features`, cached by text hash),
    one layer (``layer``);
 4. fused (``fusion``): ``concat`` appends the text vector to every speech layer
-   ``(N, L, D_speech + D_text)``; ``text`` serves the text vector alone ``(N, 1, D_text)``.
+   ``(N, L, D_speech + D_text)``; ``text`` serves the text vector alone ``(N, 1, D_text)``;
+   ``cross_attention`` serves frames followed by text-token slots (:func:`frames_with_tokens`).
 
 Only transcripts and text enter, never labels, so nothing here can leak a test label; ASED's
 README warns that its sentences give away the emotion: the recipe leaves ASED out.
@@ -73,6 +74,21 @@ def pick_layer(features: np.ndarray, layer: int | str) -> np.ndarray:
     return features[:, int(layer)]
 
 
+def frames_with_tokens(speech: list[np.ndarray], tokens: list[np.ndarray], layer: int | str, slots: int) -> list[np.ndarray]:
+    """Per row (L, T + slots, D_speech + D_text): speech frames, then ``slots`` text-token slots
+    (one text layer, the same for every speech layer; unused slots zero) -- the layout of
+    :class:`polyemo.heads.fusion.CrossAttentionFusionHead`."""
+    out = []
+    for frames, states in zip(speech, tokens):
+        text = pick_layer(states.astype(np.float32)[None], layer)[0][:slots]  # (tokens, D_text)
+        n_layers, n_frames, d_speech = frames.shape
+        row = np.zeros((n_layers, n_frames + slots, d_speech + text.shape[-1]), np.float32)
+        row[:, :n_frames, :d_speech] = frames
+        row[:, n_frames:n_frames + len(text), d_speech:] = text
+        out.append(row)
+    return out
+
+
 class SpeechTextFeatures(CachedFeatures):
     """Pooled speech features with text features appended (or text alone), in ``manifest`` order."""
 
@@ -83,8 +99,10 @@ class SpeechTextFeatures(CachedFeatures):
         from polyemo.encoders.text import get_text_encoder
 
         spec = TextSpec(**request.text)
-        if request.kind != "pooled":
-            raise ExperimentError(f"experiment {name!r}: text fusion takes pooled speech features, not {request.kind!r}")
+        wanted = "frames" if spec.fusion == "cross_attention" else "pooled"
+        if request.kind != wanted:
+            raise ExperimentError(f"experiment {name!r}: text fusion {spec.fusion!r} takes {wanted} speech features, "
+                                  f"not {request.kind!r}")
         speech = CachedFeatures.extract(name, manifest, request.model_copy(update={"text": None}), encoder,
                                         progress=progress, failures_path=failures_path)
         rows = speech.manifest
@@ -94,14 +112,20 @@ class SpeechTextFeatures(CachedFeatures):
         except (ValueError, KeyError, FileNotFoundError, OSError) as error:
             raise ExperimentError(f"experiment {name!r}: cannot load text encoder {spec.encoder!r}: {error}") from None
         languages = rows["language"].astype(object).where(rows["language"].notna(), None).tolist()
-        pooled, _ = text_features(texts, text_encoder, languages=languages, cache_dir=spec.cache_dir, progress=progress)
-        vector = pick_layer(pooled, spec.layer).astype(np.float32)
-        speech_array = np.asarray(speech.array, np.float32)
-        if spec.fusion == "concat":
-            tiled = np.repeat(vector[:, None, :], speech_array.shape[1], axis=1)
-            array, layers = np.concatenate([speech_array, tiled], axis=-1), list(speech.layers)
+        if spec.fusion == "cross_attention":
+            tokens, _ = text_features(texts, text_encoder, languages=languages, kind="tokens", cache_dir=spec.cache_dir,
+                                      progress=progress)
+            array, layers = frames_with_tokens(speech.array, tokens, spec.layer, spec.tokens), list(speech.layers)
         else:
-            array, layers = vector[:, None, :], [0]
+            pooled, _ = text_features(texts, text_encoder, languages=languages, cache_dir=spec.cache_dir,
+                                      progress=progress)
+            vector = pick_layer(pooled, spec.layer).astype(np.float32)
+            speech_array = np.asarray(speech.array, np.float32)
+            if spec.fusion == "concat":
+                tiled = np.repeat(vector[:, None, :], speech_array.shape[1], axis=1)
+                array, layers = np.concatenate([speech_array, tiled], axis=-1), list(speech.layers)
+            else:
+                array, layers = vector[:, None, :], [0]
         text_identity = text_encoder.identity.as_dict()
         spec_record = spec.model_dump(mode="json", exclude={"cache_dir"})
         spec_record["asr"].pop("store", None)

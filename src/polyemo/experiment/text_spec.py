@@ -9,7 +9,10 @@ picks one of its layers (``last``, ``mean`` of all, or an index). ``fusion``:
 - ``concat`` (the IS25-SER seed's): every speech layer's pooled vector gets the text vector
   appended, so the head's learned layer weights act on the speech part and the text part
   passes through unchanged (the weights sum to 1);
-- ``text``: the text vector alone (one "layer"), to measure the text branch by itself.
+- ``text``: the text vector alone (one "layer"), to measure the text branch by itself;
+- ``cross_attention`` (``features: frames``): each row's speech frames followed by ``tokens``
+  text-token slots (the chosen layer's token states), for the ``cross_attention`` head
+  (:mod:`polyemo.heads.fusion`: speech frames attend over the tokens; set its ``speech_dim``).
 
 :mod:`polyemo.experiment.text_inputs` serves it.
 """
@@ -41,5 +44,7 @@ class TextSpec(BaseModel):
     source: Literal["transcript", "text"] = "transcript"
     asr: ASRSpec = Field(default_factory=ASRSpec)
     layer: int | Literal["last", "mean"] = "last"
-    fusion: Literal["concat", "text"] = "concat"
+    fusion: Literal["concat", "text", "cross_attention"] = "concat"
+    #: cross_attention: text-token slots per row (longer transcripts are cut, shorter ones padded)
+    tokens: int = Field(32, ge=1)
     cache_dir: Path | None = None

@@ -96,13 +96,14 @@ class DimensionalHead(Head):
 
     def compute_loss(self, outputs: dict[str, torch.Tensor], targets: Targets,
                      emotion_loss: EmotionLoss) -> tuple[torch.Tensor, dict[str, float]]:
-        if targets.avd is None:
-            raise ValueError("dimensional head needs arousal/valence/dominance targets (SplitData.avd); "
-                             "set the experiment's dimensions")
-        columns = self.columns
-        d = self.dim_loss(outputs["avd"][:, columns], targets.avd[:, columns])
-        total = self.dim_weight * d
-        parts = {"dims": float(d.detach())}
+        # Experiments always give targets (config: head dimensional needs target: dimensions);
+        # without any (a bare head) only the other tasks train.
+        total = outputs["avd"].sum() * 0.0
+        parts: dict[str, float] = {}
+        if targets.avd is not None:
+            d = self.dim_loss(outputs["avd"][:, self.columns], targets.avd[:, self.columns])
+            total = total + self.dim_weight * d
+            parts["dims"] = float(d.detach())
         if self.class_weight > 0:
             e = emotion_loss(outputs["emotion"], targets.emotion, targets.masks)
             total = total + self.class_weight * e
