@@ -76,3 +76,10 @@ class StoppingToyEncoder(ToyEncoder):
     def frames(self, waves):
         self.deepest.append(self.num_layers - 1)
         return super().frames(waves)
+
+
+class BrokenToyEncoder(ToyEncoder):
+    """Fails on every batch (as an encoder that runs out of memory on a node)."""
+
+    def frames(self, waves):
+        raise MemoryError("no memory on that node")

@@ -337,6 +337,22 @@ def _worker_main(spec: tuple, store_dir: str, plan: Plan, threads: int, tasks, e
     events.put(("exit", os.getpid(), None))
 
 
+#: encoders built in this Ray worker process, by spec (weights load once per worker)
+_RAY_ENCODERS: dict[str, Encoder] = {}
+
+
+def _ray_task(spec: tuple, store_dir: str, batches: list[list[WorkItem]], plan: Plan, threads: int) -> list[BatchReport]:
+    """One Ray task (:mod:`polyemo.cache.ray_backend`): encode ``batches`` into the store."""
+    if spec[0] == "name":
+        encoder = _RAY_ENCODERS.get(repr(spec)) or _RAY_ENCODERS.setdefault(repr(spec), _build_encoder(spec))
+    else:  # an instance, shipped with the task
+        encoder = _build_encoder(spec)
+    _set_threads(threads)
+    reports: list[BatchReport] = []
+    run_batches(encoder, FeatureStore(store_dir), batches, plan, reports.append)
+    return reports
+
+
 def _run_workers(
     spec: tuple,
     store: FeatureStore,
@@ -566,6 +582,7 @@ def features(
     flush_seconds: float = 60.0,
     shard_items: int = 1024,
     shard_bytes: int = 256 * 2**20,
+    ray: str | None = None,
 ) -> FeatureResult:
     """Encoder features for every manifest row, computing only what the cache lacks.
 
@@ -583,6 +600,10 @@ def features(
     made, or an encoder error) are skipped and listed in ``result.failures``; that table
     is also written to ``failures_path`` (CSV or Parquet) or, by default, merged into
     ``failures.parquet`` in the encoder's cache folder.
+
+    With ``ray`` (an address: ``auto``, ``ray://host:port``, or ``local`` for a private
+    instance) the batches run as Ray tasks writing into the same store, which must then be on
+    a path every node sees (:mod:`polyemo.cache.ray_backend`); ``workers`` is ignored.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -666,11 +687,18 @@ def features(
             )
 
     with bar:
-        if batches and workers == 1:
+        if batches and ray is None and workers == 1:
             run_batches(encoder, store, batches, plan, on_report)
         elif batches:
-            worker_errors = _run_workers(spec, store, batches, plan, min(workers, len(batches)), on_report)
-            if worker_errors and len(worker_errors) >= min(workers, len(batches)) and computed == 0:
+            if ray is not None:
+                from polyemo.cache.ray_backend import run_on_ray
+
+                worker_errors = run_on_ray(ray, _ray_task, spec, str(store.directory), batches, plan, on_report)
+                every_one_failed = bool(worker_errors) and computed == 0
+            else:
+                worker_errors = _run_workers(spec, store, batches, plan, min(workers, len(batches)), on_report)
+                every_one_failed = len(worker_errors) >= min(workers, len(batches)) and computed == 0
+            if every_one_failed:
                 raise RuntimeError("every extraction worker failed:\n" + "\n".join(worker_errors.values()))
             if worker_errors:
                 reason = "; ".join(sorted({e.strip().splitlines()[-1] for e in worker_errors.values()}))

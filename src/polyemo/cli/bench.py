@@ -24,6 +24,9 @@ def bench(
     list_cells: bool = typer.Option(False, "--list", help="list the cells and exit"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failing cell"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run cells as Ray tasks: a cluster address (auto, "
+                                      "ray://host:10001) or 'local'; output and cache folders must be on paths every "
+                                      "node sees (pip install 'polyemo[ray]')"),
 ) -> None:
     """Run every cell of GRID (finished cells are skipped); write the leaderboard and heatmaps."""
     from rich.console import Console
@@ -39,7 +42,8 @@ def bench(
             for cell in cells:
                 typer.echo(cell.id)
             return
-        result = run_bench(grid, output, overrides=overrides, progress=progress, fail_fast=fail_fast, only=only or None)
+        result = run_bench(grid, output, overrides=overrides, progress=progress, fail_fast=fail_fast, only=only or None,
+                           ray=ray)
     except ConfigError as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")
         raise typer.Exit(2) from None

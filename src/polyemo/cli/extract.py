@@ -39,6 +39,9 @@ def extract(
     failures: Optional[Path] = typer.Option(None, help="write the failures table here (.csv or .parquet)"),
     batch_seconds: float = typer.Option(60.0, min=0.1, help="seconds of audio per encoder batch"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", help="run batches as Ray tasks: a cluster address (auto, ray://host:10001) or 'local'; "
+        "the cache folder must be on a path every node sees (pip install 'polyemo[ray]')"),
 ) -> None:
     """Compute and cache encoder features for every row of MANIFEST (only what is missing)."""
     from rich.console import Console
@@ -51,7 +54,7 @@ def extract(
     result = features(
         manifest, encoder, layers=parse_layers(layers), kind="frames" if frames else "pooled",
         cache_dir=cache_dir, workers=workers, batch_seconds=batch_seconds, progress=progress,
-        encoder_options=options, frame_dtype=frame_dtype, failures_path=failures,
+        encoder_options=options, frame_dtype=frame_dtype, failures_path=failures, ray=ray,
     )
     console = Console(stderr=True, soft_wrap=True)
     console.print(result.summary())

@@ -89,6 +89,11 @@ def _finished(cell: Cell, cell_dir: Path) -> RunResult | None:
     return result if result.fingerprint == cell.config.fingerprint() else None
 
 
+def _run_cell(config: Any, cell_dir: str) -> None:
+    """One cell in a Ray worker; the driver reads the result from the cell folder."""
+    run_experiment(config, Path(cell_dir), progress=False)
+
+
 def run_bench(
     grid: str | Path | dict[str, Any] | BenchConfig,
     out_dir: str | Path | None = None,
@@ -97,13 +102,16 @@ def run_bench(
     progress: bool = True,
     fail_fast: bool = False,
     only: list[str] | None = None,
+    ray: str | None = None,
 ) -> BenchResult:
     """Run every cell of ``grid`` (skipping finished ones), then write the leaderboard.
 
     ``overrides`` (dotted keys, each replacing that field) apply to every cell, e.g. ``{"limit": 20, "training.epochs": 1}``.
     A failing cell is recorded (``cells/<id>/error.txt`` and the leaderboard's ``status``)
     and the others still run, unless ``fail_fast``. ``only``: run just these cell ids.
-    Default ``out_dir``: ``runs/<grid name>``.
+    Default ``out_dir``: ``runs/<grid name>``. With ``ray`` (an address, or ``local``; see
+    :mod:`polyemo.distributed`) the cells still to run are Ray tasks, each writing its own cell
+    folder, which must be on a path every node sees (as must the corpora and the feature cache).
     """
     bench, cells = load_bench(grid, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / bench.name
@@ -135,6 +143,7 @@ def run_bench(
 
     with progress_bar("{task.fields[status]}", enabled=progress) as bar:
         task = bar.add_task(f"{bench.name} cells", total=len(cells), status="")
+        remote: list[Cell] = []
         for cell in cells:
             cell_dir = out / "cells" / cell.id
             done = _finished(cell, cell_dir)
@@ -144,6 +153,9 @@ def run_bench(
                 continue
             if only and cell.id not in only:
                 bar.update(task, advance=1, status=f"{cell.id}: skipped")
+                continue
+            if ray is not None:
+                remote.append(cell)
                 continue
             bar.update(task, status=cell.id)
             try:
@@ -156,6 +168,23 @@ def run_bench(
                 write_text(cell_dir / "error.txt", errors[cell.id] + "\n\n" + traceback.format_exc())
             publish()
             bar.update(task, advance=1)
+        if remote:
+            from polyemo.distributed import run_tasks
+
+            arguments = [(cell.config, str((out / "cells" / cell.id).resolve())) for cell in remote]
+            for index, _, error in run_tasks(ray, _run_cell, arguments):
+                cell = remote[index]
+                cell_dir = out / "cells" / cell.id
+                if error is None:
+                    results[cell.id] = RunResult.load(cell_dir / RUN_FILE)
+                    (cell_dir / "error.txt").unlink(missing_ok=True)
+                else:
+                    if fail_fast:
+                        raise error
+                    errors[cell.id] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else error}"
+                    write_text(cell_dir / "error.txt", errors[cell.id] + "\n\n" + str(error))
+                publish()
+                bar.update(task, advance=1, status=f"{cell.id} (ray)")
     board = publish()
     heatmaps = cross_corpus_heatmaps(cells, results, out, predictions)
     write_json(out / "bench.json", {
