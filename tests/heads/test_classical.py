@@ -197,6 +197,15 @@ def test_every_head_honours_class_masks_or_refuses_them(name):
             HEADS.get(name)(4, 4).fit(x, y, masks=np.ones_like(masks))  # complete masks: allowed
         return
     generator, masks, labels = _masked_batch()
+    if head_input_kind(name) == "audio":  # a fine-tuned encoder's head: the estimator feeds it pooled (B, D) states
+        head = HEADS.get(name)(8, 3)
+        outputs = head(torch.randn((6, 8), generator=generator))
+        outputs["emotion"].retain_grad()
+        loss, _ = head.compute_loss(outputs, Targets(emotion=labels, masks=masks), build_loss("ce"))
+        loss.backward()
+        grad = outputs["emotion"].grad
+        assert float(grad[~masks].abs().max()) == 0.0 and float(grad[masks].abs().max()) > 0.0
+        return
     params = {"multitask": {"gender_weight": 1.0},  # it refuses to run without a task
               "cross_attention": {"speech_dim": 4, "text_tokens": 2},  # frames = speech then 2 text slots
               "dimensional": {"class_weight": 1.0}}.get(name, {})

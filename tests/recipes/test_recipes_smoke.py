@@ -47,8 +47,15 @@ EXTRA = {
 }
 
 
+# recipes with their own shrunk test (a fine-tuning bench, an ensemble of bench runs)
+OWN_SMOKE_TEST = {"poleval-finetune": "test_finetune_recipe.py", "abhinaya": "test_abhinaya_smoke.py"}
+
+
 def test_every_recipe_is_covered():
-    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted(SHRUNK)
+    assert sorted(p.stem for p in RECIPES.glob("*.yaml")) == sorted([*SHRUNK, *OWN_SMOKE_TEST])
+    here = Path(__file__).resolve().parent
+    for recipe, test in OWN_SMOKE_TEST.items():
+        assert f"{recipe}.yaml" in (here / test).read_text(), (recipe, test)
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,7 @@ def run_loop(job: Job, rank: int = 0, world: int = 1) -> tuple[LoopResult, Finet
             fingerprint = job.fingerprint()
             state_path = None if job.state_dir is None else Path(job.state_dir) / STATE_FILE
             if state_path is not None and state_path.is_file():
-                saved = torch.load(state_path, map_location=device, weights_only=False)
+                saved = torch.load(state_path, map_location=device, weights_only=True)
                 if saved.get("fingerprint") == fingerprint:
                     model.load_trainable_state(saved["model"])
                     optimizer.load_state_dict(saved["optimizer"])
@@ -343,11 +343,25 @@ def run_loop(job: Job, rank: int = 0, world: int = 1) -> tuple[LoopResult, Finet
             dist.destroy_process_group()
 
 
+def _plain(value: Any) -> Any:
+    """Tensors, numbers, strings and containers only, so the file loads with weights_only=True
+    (numpy scalars in metrics and histories become Python numbers, arrays tensors)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value
+
+
 def _save_state(path: Path, payload: dict[str, Any]) -> None:
     from polyemo.io import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save(_plain(payload), tmp)
 
 
 def _worker(rank: int, world: int, job: Job) -> None:
@@ -366,7 +380,7 @@ def run_distributed(job: Job, world: int, workdir: Path) -> tuple[LoopResult, Fi
     result_path.unlink(missing_ok=True)
     job = Job(**{**job.__dict__, "init_method": f"file://{rendezvous}", "result_path": result_path})
     mp.spawn(_worker, args=(world, job), nprocs=world, join=True)
-    saved = torch.load(result_path, weights_only=False)
+    saved = torch.load(result_path, weights_only=True)
     result = LoopResult(**saved)
     from polyemo.train.trainer import seeded
 
