@@ -100,6 +100,8 @@ def test_dimensions_run_on_baved_arousal_levels(tmp_path, shared_corpora, fitted
     low, high = result.pooled_ci["ccc_arousal"]
     assert low <= result.pooled["ccc_arousal"] <= high
     assert {"ccc_arousal", "pearson_arousal", "mae_arousal", "mean_ccc"} <= set(result.mean_of_folds)
+    table = (tmp_path / "run" / "dimensions.md").read_text()
+    assert "| arousal |" in table and "ccc_arousal" in table and "PROXY" not in table
     predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
     expected = predictions["true"].map({"low": 1.0, "neutral": 2.0, "high": 3.0})
     np.testing.assert_array_equal(predictions["true_arousal"], expected)

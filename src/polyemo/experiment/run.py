@@ -65,7 +65,8 @@ __all__ = ["ExperimentError", "FoldInputs", "FoldSummary", "RunResult", "RUN_FIL
 RUN_OUTPUTS = (
     "config.yaml", "config.json", PLAN_FILE, "manifest.csv", "feature_failures.csv", "corpus_failures.csv",
     "predictions.csv", "metrics.json", "metrics.md", "metrics_confusion.png", "by_corpus.json", "layer_weights.png",
-    "layer_selection.png", "cross_corpus.png", "cross_corpus.csv", "cross_corpus_cells.csv", "report.md", RUN_FILE,
+    "layer_selection.png", "cross_corpus.png", "cross_corpus.csv", "cross_corpus_cells.csv", "report.md", "dimensions.md",
+    RUN_FILE,
 )
 
 
@@ -243,6 +244,10 @@ def run_experiment(
     # score -> report -> result.json (last: the run is complete)
     scores = score_run(plan, predictions, fold_info, seconds, out)
     write_run_report(out, plan, scores, fold_info, feature_failures=inputs.n_failed)
+    if scores.dimensions is not None:  # issue 13: CCC / Pearson / MAE per attribute with intervals
+        from polyemo.experiment.dimensions import dimension_markdown
+
+        write_text(out / "dimensions.md", dimension_markdown(scores.dimensions, config.dimensions))
     result = scores.result
     result.files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
     result.files.append(RUN_FILE)
