@@ -173,3 +173,32 @@ def test_a_store_of_an_older_version_is_adopted_only_if_recomputed_features_agre
         changed = features(subset, _Versioned(shift=0.01), cache_dir=tmp_path / "b", progress=False)
     assert changed.computed == N_FILES  # numbers moved: nothing of the old store is reused
     assert "adopted_from" not in FeatureStore(changed.store_dir).info
+
+
+def test_a_full_disk_leaves_the_store_consistent_and_a_rerun_finishes(subset, reference, tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.numpy
+
+    real_save = safetensors.numpy.save_file
+    calls = {"n": 0}
+
+    def fills_up(tensors, path, metadata=None):
+        calls["n"] += 1
+        if calls["n"] > 2:  # two shards fit, then the disk is full
+            with open(path, "wb") as handle:
+                handle.write(b"\0" * 100)  # a partial write, as a real ENOSPC leaves
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        features(subset, ToyEncoder(), cache_dir=tmp_path, batch_seconds=5, flush_seconds=0, progress=False)
+    monkeypatch.setattr(safetensors.numpy, "save_file", real_save)
+    store_dir = next(tmp_path.iterdir())
+    assert not list(store_dir.rglob("*.tmp"))  # no partial file left behind
+    store = FeatureStore(store_dir)
+    assert store.verify()["bad"] == [] and 0 < len(store.pooled_hashes()) < N_FILES
+    again = features(subset, ToyEncoder(), cache_dir=tmp_path, progress=False)
+    assert again.reused == len(store.pooled_hashes()) and again.ok.all()
+    np.testing.assert_array_equal(again.array, reference)
