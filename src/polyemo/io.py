@@ -61,8 +61,11 @@ def read_table(source: str | os.PathLike[str]) -> pd.DataFrame:
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file")
-    if source.suffix == ".parquet":
-        return pd.read_parquet(source)
-    if source.suffix in (".csv", ".tsv"):
+    if source.suffix not in (".parquet", ".csv", ".tsv"):
+        raise ValueError(f"{source}: unsupported table format (use .parquet or .csv)")
+    try:
+        if source.suffix == ".parquet":
+            return pd.read_parquet(source)
         return pd.read_csv(source, sep="\t" if source.suffix == ".tsv" else ",", keep_default_na=True)
-    raise ValueError(f"{source}: unsupported table format (use .parquet or .csv)")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pyarrow/pandas parser errors name no file
+        raise ValueError(f"{source}: not a readable {source.suffix[1:]} table ({type(exc).__name__}: {exc})") from exc
