@@ -62,3 +62,15 @@ def test_encoder_equals_transformers_on_whisper_base(speech):
         mine = ours._run_trimmed(mels)
     for a, b in zip(mine, theirs):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_no_weights_load_when_every_feature_is_cached(tiny_models, prepared_manifest, tmp_path):
+    from polyemo.cache import features
+
+    manifest = prepared_manifest("emodb").sort_values("utt_id").iloc[:3]
+    first = get_encoder(str(tiny_models["whisper"]))
+    features(manifest, first, cache_dir=tmp_path, progress=False)
+    assert first._encoder_module is not None
+    second = get_encoder(str(tiny_models["whisper"]))
+    again = features(manifest, second, cache_dir=tmp_path, progress=False)
+    assert again.reused == 3 and second._encoder_module is None  # answered from the cache alone
