@@ -276,10 +276,14 @@ def markdown(table, folds, languages, seconds, args, config, tta) -> str:
     lines += ["", "## Anchors (PolEval 2025: a DIFFERENT test set, Polish; macro-F1 on six classes; not comparable "
                   "number for number)", ""]
     lines += [f"- {text}: {value}" for text, value in ANCHORS]
-    lines += ["", f"Time: {seconds:.0f} s with cached whisper-base pooled features (nice 19, shared 2-core machine). "
+    lines += ["", f"Time: {seconds:.0f} s summed over the languages (wall time of their jobs), with cached whisper-base pooled features (nice 19, shared 2-core machine). "
                   f"Recipe: {args.recipe.name} + {args.tta.name}; layer-input candidates: "
                   + ", ".join(_label(c) for c in config.select.expanded())
-                  + ". Training: " + json.dumps(config.training) + ".", ""]
+                  + ". Training: " + json.dumps(config.training) + ". Grid reduced to fit ~15 min per language on "
+                  "the shared machine: three layer inputs, six domain-generalisation options (corpus_class_balanced "
+                  "sampling exists but is not in the grid), inner folds score models without the refit on "
+                  "train + validation (the outer models are refitted). Each language ran as its own job "
+                  "(--languages xx), the table scores them together.", ""]
     return "\n".join(lines)
 
 
