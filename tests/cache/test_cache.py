@@ -237,7 +237,7 @@ def test_two_processes_fill_one_cache(subset, reference, tmp_path):
 
 def test_worker_processes_share_one_cache(subset, reference, tmp_path):
     result = features(
-        subset, ToyEncoder(delay=0.3), kind="frames", frame_dtype="float32", cache_dir=tmp_path, workers=2,
+        subset, ToyEncoder(delay=0.6), kind="frames", frame_dtype="float32", cache_dir=tmp_path, workers=2,
         batch_seconds=4, flush_seconds=0, progress=False,
     )
     assert result.ok.all() and result.computed == N_FILES and result.frame_rate == 100.0
