@@ -662,6 +662,8 @@ def features(
 
     plan = Plan(kind, chosen, frame_dtype, last_layer, pooled_layers, flush_seconds, shard_items, shard_bytes)
     batches = make_batches(list(items.values()), batch_seconds)
+    if batches and workers == 1 and ray is None and hasattr(encoder, "load"):
+        encoder.load()  # weights load once here, not inside the first batch's time
     hash_errors: dict[str, str] = {}
     audio_seconds = 0.0
     computed = 0

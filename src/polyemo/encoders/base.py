@@ -112,6 +112,10 @@ class Encoder(ABC):
         """(batch, num_layers, pooled_dim) float32 utterance features."""
         return np.stack([self.pool(f.layers) for f in self.frames(waves)])
 
+    def load(self) -> None:
+        """Load weights now rather than on the first batch (a no-op where nothing loads lazily):
+        extraction calls it only when something is to be computed, before its clock starts."""
+
     # --- stopping at the last layer needed ----------------------------------------------
     #: True when :meth:`frames_upto` runs only the blocks it needs (others compute all layers)
     stops_early: bool = False

@@ -310,6 +310,9 @@ class TransformersEncoder(Encoder):
         return EncoderIdentity(self.resolved.name, self._weights_hash, self.precision, self.identity_options(),
                                library_versions(self.feature_code_version, self.numeric_libraries))
 
+    def load(self) -> None:
+        self._apply_precision()
+
     def _apply_precision(self) -> None:
         """Once, before the first forward: int8 quantises the Linear layers of every torch
         module the encoder holds (subclasses load them in fp32); other precisions run as loaded."""
