@@ -20,7 +20,7 @@ The subset: ``--per-corpus`` clips per corpus, drawn with a fixed seed after spr
 speakers and sentences (one clip per (speaker, sentence) pair first). Decoding: the
 manifest's language given to Whisper (``language="manifest"``) and, on the same clips,
 Whisper's own language detection. Transcripts are kept in the user cache's transcript store,
-so a rerun (and benchmarks/speech_text.py) reuses them. Writes
+so a rerun (and benchmarks/is25.py) reuses them. Writes
 benchmarks/results/asr_wer.{md,json}.
 """
 

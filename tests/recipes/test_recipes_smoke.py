@@ -32,7 +32,7 @@ SHRUNK = {
     "ser-evals": ("egemaps-lld", 12),
     "attentive-speaker-norm": ("egemaps-lld", 8),
     "default-model": ("egemaps", 16),
-    "is25-ser": ("egemaps", 30),  # issue 13: 5 speaker folds of BAVED need 30 clips
+    "is25-mmwavlm": ("egemaps", 30),  # issue 13: 5 speaker folds of BAVED need 30 clips
 }
 
 
@@ -45,7 +45,7 @@ EXTRA = {
     "emobox": ["--set", 'select.grid={"head": [{"name": "logreg", "params": {"C": [0.1, 1.0]}}], '
                         '"normalisation": ["global", "utterance"]}'],
     # the reference word instead of ASR transcripts (the ASR stage is tested in tests/text)
-    "is25-ser": ["--set", "text.source=text"],
+    "is25-mmwavlm": ["--set", "text.source=text"],
 }
 
 
@@ -111,7 +111,7 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
             assert result["primary_metric"] == "macro_f1"
     if name == "default-model":  # its LOLO experiment also trains the model to ship (polyemo export)
         assert (out / "cells" / "lolo" / "final" / "final.json").is_file()
-    if name == "is25-ser":  # dimensions + text + gender: CCC with its interval in the headline
+    if name == "is25-mmwavlm":  # dimensions + text + gender: CCC with its interval in the headline
         [result] = cells.values()
         assert result["headline"].startswith("CCC pooled arousal") and "gender (auxiliary) accuracy" in result["headline"]
         assert len(result["pooled_ci"]["ccc_arousal"]) == 2

@@ -50,7 +50,8 @@ class BenchConfig(BaseModel):
     base: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     parts: list[GridPart] = Field(default_factory=list)
-    primary: Literal["ua", "wa", "macro_f1"] | None = None
+    # the leaderboard's ranking metric: a categorical one, or a dimensional one for target: dimensions
+    primary: Literal["ua", "wa", "macro_f1", "mean_ccc", "ccc_arousal", "ccc_valence", "ccc_dominance"] | None = None
 
 
 @dataclass

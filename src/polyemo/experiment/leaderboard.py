@@ -81,7 +81,8 @@ def leaderboard_rows(cells: list[Cell], results: dict[str, RunResult], errors: d
     if key in frame.columns:
         frame = frame.sort_values(key, ascending=False, na_position="last", kind="stable").reset_index(drop=True)
         ok = frame[frame["status"] == "ok"]
-        if predictions is not None and len(ok):
+        dimensional = primary == "mean_ccc" or primary.startswith("ccc_")
+        if predictions is not None and len(ok) and not dimensional:  # paired bootstrap of classification scores
             by_id = {c.id: c for c in cells}
             best = str(ok.iloc[0]["cell"])
             metrics = by_id[best].config.metrics
@@ -115,8 +116,11 @@ def leaderboard_rows(cells: list[Cell], results: dict[str, RunResult], errors: d
 
 def leaderboard_markdown(frame: pd.DataFrame, primary: str, title: str) -> str:
     shown = frame.copy()
+    dimensional = primary == "mean_ccc" or primary.startswith("ccc_")  # CCC in [-1, 1], not a percentage
     for column in shown.columns:
-        if column.endswith(("_mean", "_std", "_pooled", "_low", "_high", "_vs_best")):
+        if dimensional and column.startswith(primary) and column.endswith(("_mean", "_std", "_pooled", "_low", "_high")):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+        elif column.endswith(("_mean", "_std", "_pooled", "_low", "_high", "_vs_best")):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{100 * v:.2f}")
         elif column == "seconds":
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
@@ -124,7 +128,7 @@ def leaderboard_markdown(frame: pd.DataFrame, primary: str, title: str) -> str:
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
     lines = [f"# {title} ({RANKING_NOTE})", "",
              f"Every cell is scored on its own test folds, and ranked on **{primary}**, the mean over folds "
-             f"(`{primary}_mean`, %, with its 95 % interval `_mean_low` .. `_mean_high` from a bootstrap within "
+             f"(`{primary}_mean`, {'a CCC' if dimensional else '%'}, with its 95 % interval `_mean_low` .. `_mean_high` from a bootstrap within "
              f"folds). `_pooled`: all folds' predictions scored together (interval: speaker-cluster bootstrap "
              f"within each test corpus). `classes`: the classes scored, with their count. The ranking is on "
              f"test data and is not used to choose any setting; settings are chosen on validation speakers "

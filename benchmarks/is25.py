@@ -1,6 +1,6 @@
 """Speech only vs speech + text, and the IS25-SER ablation ladder, on the shared corpora.
 
-    nice -n 19 python benchmarks/speech_text.py [--part emodb,baved] [--n-boot 1000]
+    nice -n 19 python benchmarks/is25.py [--part emodb,baved] [--n-boot 1000]
 
 Part A -- EmoDB, categorical (7 classes, leave-one-speaker-out, 10 folds): whisper-base pooled
 features (mean of all layers; no layer chosen), logistic regression (C = 1, fixed), global
