@@ -245,6 +245,9 @@ class Bundle:
     normalisation_stats: dict[str, np.ndarray]
     metrics: dict[str, Any]
     card_markdown: str
+    #: columns of the head's ``avd`` output that ``dimensions`` name (None: all, in order); a
+    #: model trained on arousal only predicts arousal, never the untrained columns' midpoints
+    dimension_columns: list[int] | None = None
 
     @property
     def name(self) -> str:
@@ -361,9 +364,13 @@ def export_bundle(
     if head is None or num_layers < 1:
         raise TypeError("export_bundle needs a polyemo.heads.HeadModel (a torch head with its layer reduction)")
     outputs = {o.name: o for o in getattr(head, "outputs", [])}
-    if dimensions is None:
-        dimensions = list(DIMENSIONS) if DIMENSION_OUTPUT in outputs else []
-    if dimensions and (DIMENSION_OUTPUT not in outputs or outputs[DIMENSION_OUTPUT].size != len(dimensions)):
+    if dimensions is None:  # the attributes the head was trained on (a dimensional head names them)
+        dimensions = list(getattr(head, "attributes", DIMENSIONS)) if DIMENSION_OUTPUT in outputs else []
+    columns = None
+    if dimensions and DIMENSION_OUTPUT in outputs and outputs[DIMENSION_OUTPUT].size == len(DIMENSIONS) \
+            and list(dimensions) != list(DIMENSIONS) and set(dimensions) <= set(DIMENSIONS):
+        columns = [DIMENSIONS.index(d) for d in dimensions]  # a subset of the avd columns
+    elif dimensions and (DIMENSION_OUTPUT not in outputs or outputs[DIMENSION_OUTPUT].size != len(dimensions)):
         raise ValueError(f"dimensions {dimensions} need a head output {DIMENSION_OUTPUT!r} of that size")
     if head.num_classes != len(labels.classes):
         raise ValueError(f"head predicts {head.num_classes} classes but the label set has {len(labels.classes)}")
@@ -394,7 +401,8 @@ def export_bundle(
         dump(CONFIG, config.model_dump(mode="json"))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         safetensors.torch.save_file(state, str(staging / HEAD), metadata={"format": BUNDLE_FORMAT})
-        dump(LABELS, {"label_set": labels.model_dump(), "classes": labels.classes, "dimensions": dimensions})
+        dump(LABELS, {"label_set": labels.model_dump(), "classes": labels.classes, "dimensions": dimensions,
+                      **({"dimension_columns": columns} if columns is not None else {})})
         stats = {k: torch.from_numpy(v.copy()) for k, v in stats.items()}
         safetensors.torch.save_file(stats, str(staging / NORMALISATION),
                                     metadata={"format": BUNDLE_FORMAT, "mode": config.normalisation.mode})
@@ -565,6 +573,10 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
             raise TypeError(f"expected a JSON object, got {type(labels_data).__name__}")
         labels = LabelSet(**labels_data["label_set"])
         dimensions = [str(d) for d in (labels_data.get("dimensions") or [])]
+        columns = labels_data.get("dimension_columns")
+        columns = None if columns is None else [int(c) for c in columns]
+        if columns is not None and len(columns) != len(dimensions):
+            raise ValueError(f"{len(dimensions)} dimensions but {len(columns)} dimension columns")
     except (ValidationError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(bundle, LABELS, f"invalid label set: {exc}") from exc
     if len(labels.classes) != config.head.num_classes:
@@ -586,6 +598,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         normalisation_stats=stats,
         metrics=_read_json(bundle, METRICS),
         card_markdown=_read_text(bundle, CARD),
+        dimension_columns=columns,
     )
 
 

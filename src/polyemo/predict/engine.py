@@ -230,7 +230,9 @@ class Recogniser:
                 outputs = self.head(x, lengths)
                 probabilities.append(torch.softmax(outputs["emotion"].float(), dim=-1).numpy())
                 if self.dimensions:
-                    dimensions.append(outputs[DIMENSION_OUTPUT].float().numpy())
+                    values = outputs[DIMENSION_OUTPUT].float().numpy()
+                    columns = self.bundle.dimension_columns  # only the attributes the model was trained on
+                    dimensions.append(values if columns is None else values[:, columns])
         return np.concatenate(probabilities), (np.concatenate(dimensions) if dimensions else None)
 
 
