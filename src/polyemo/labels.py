@@ -77,6 +77,11 @@ def normalise(raw: str) -> str:
     raise UnknownLabelError(f"unknown emotion label {raw!r}; known: {', '.join(CANONICAL)} and synonyms")
 
 
+#: the label set of an arousal-level target (BAVED): ordered levels, not emotion names
+AROUSAL_LEVEL_SET = "arousal_level"
+AROUSAL_LEVELS = ("low", "neutral", "high")
+
+
 class LabelSet(BaseModel):
     """The classes of an experiment: canonical names, merges into them, and drops."""
 
@@ -87,6 +92,12 @@ class LabelSet(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LabelSet:
+        if self.name == AROUSAL_LEVEL_SET:  # BAVED's arousal levels: classes, but not emotions
+            unknown = [c for c in self.classes if c not in AROUSAL_LEVELS]
+            if unknown or self.merges or self.drops:
+                raise ValueError(f"label set {AROUSAL_LEVEL_SET!r} holds only {', '.join(AROUSAL_LEVELS)} "
+                                 f"(no merges or drops); got {self.classes}")
+            return self
         self.classes = [normalise(c) for c in self.classes]
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"label set {self.name!r} repeats a class: {self.classes}")

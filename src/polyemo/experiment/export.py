@@ -147,8 +147,12 @@ def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, o
     folder = Path(run)
     final_run = find_final_run(folder)
     estimator, info = load_final_model(final_run)
-    if info.target != "label" or info.label_set is None:
-        raise ExportError(f"{final_dir(final_run)}: the model predicts {info.target!r}; bundles hold emotion classes")
+    label_set = info.label_set
+    if info.target == "arousal_level" and label_set is None:  # BAVED's levels are classes too
+        label_set = {"name": "arousal_level", "classes": list(info.classes)}
+    if info.target not in ("label", "arousal_level") or label_set is None:
+        raise ExportError(f"{final_dir(final_run)}: the model predicts {info.target!r}; bundles hold classes "
+                          "(emotions or arousal levels) and dimensions")
     unfinished = [p.name for p in _runs(folder) if not (p / RESULT_FILE).is_file()]
     if unfinished:
         raise ExportError(f"{folder}: runs {unfinished} have not finished (no {RESULT_FILE}); run them to the end first")
@@ -191,6 +195,6 @@ def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, o
     json.dumps(metrics)  # fails here, not half-way through writing, if something is not JSON
     return export_estimator(
         bundle, bundleable(estimator), encoder=info.encoder, identity=info.identity,
-        labels=LabelSet(**info.label_set), card=card, encoder_layers=info.encoder_layers,
+        labels=LabelSet(**label_set), card=card, encoder_layers=info.encoder_layers,
         metrics=metrics, overwrite=overwrite,
     )
