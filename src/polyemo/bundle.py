@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from polyemo.io import publish_folder
 from polyemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -423,14 +424,7 @@ def export_bundle(
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         staging.chmod(0o755)
-        if target.exists():
-            # Swap: the old bundle stays intact until the new one is complete.
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        publish_folder(staging, target)  # the old bundle stays intact until the new one is complete
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -746,13 +740,7 @@ def export_ensemble_bundle(target: str | os.PathLike[str], members: Mapping[str,
         (staging / MANIFEST).write_text(json.dumps({"format": ENSEMBLE_FORMAT, "files": files}, indent=2) + "\n",
                                         encoding="utf-8")
         staging.chmod(0o755)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        publish_folder(staging, target)  # the old bundle stays intact until the new one is complete
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -34,6 +34,21 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def publish_folder(staging: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Move a finished ``staging`` folder to ``target``; an existing ``target`` stays intact until
+    the new one is in place (then it is removed)."""
+    import shutil
+
+    staging, target = Path(staging), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
 def write_text(target: str | os.PathLike[str], text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

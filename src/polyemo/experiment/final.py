@@ -40,7 +40,7 @@ from polyemo.experiment.errors import ExperimentError
 from polyemo.experiment.inputs import InputProvider, load_inputs
 from polyemo.experiment.selection import fit_on_training
 from polyemo.experiment.specs import FinalModelSpec
-from polyemo.io import write_json
+from polyemo.io import publish_folder, write_json
 
 if TYPE_CHECKING:
     from polyemo.train import Estimator
@@ -194,14 +194,7 @@ def train_final_model(config: ExperimentConfig, run_dir: str | os.PathLike[str],
             chosen=_chosen_settings(fitted.config), refit=fitted.refit,
         )
         write_json(staging / INFO_FILE, info.model_dump(mode="json"))
-        target = final_dir(run_dir)
-        if target.exists():
-            old = run_dir / f".{FINAL_DIR}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        publish_folder(staging, final_dir(run_dir))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return info
