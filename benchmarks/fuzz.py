@@ -105,32 +105,10 @@ def main() -> None:
 
 
 def _damaged_bundle(pristine: Path, work: Path, target, mutation, payload, value, rehash, at) -> str:
-    import json
-
     with tempfile.TemporaryDirectory(dir=work) as folder:
         bundle = Path(folder) / "bundle"
         shutil.copytree(pristine, bundle)
-        path = bundle / target
-        original = path.read_bytes()
-        if mutation == "bytes":
-            i = at % max(len(original), 1)
-            path.write_bytes(original[:i] + payload + original[i + len(payload):])
-        elif mutation == "truncate":
-            path.write_bytes(original[: at % max(len(original), 1)])
-        elif mutation == "delete":
-            path.unlink()
-        elif target.endswith(".json"):
-            document = json.loads(original)
-            if isinstance(document, dict) and document:
-                document[sorted(document)[at % len(document)]] = value
-            else:
-                document = value
-            path.write_text(json.dumps(document))
-        else:
-            path.write_bytes(json.dumps(value).encode())
-        if rehash and target != "manifest.json":
-            fz.rehash(bundle)
-        return fz.check_bundle(bundle)
+        return fz.damage_bundle(bundle, target, mutation, payload, value, rehash, at)
 
 
 def _uploads(examples: int, seed: int, work: Path) -> dict:
@@ -190,9 +168,8 @@ def write_report(path: Path, results: list[dict], seed: int, scale: float) -> No
               "files of random text, CSV-like rows and bytes; bundle folders with a file's bytes replaced, "
               "truncated, deleted or its JSON values replaced by random JSON (with and without re-hashing the "
               "manifest); uploads as raw bodies or hand-built multipart with any content type.", "",
-              "Known gap (not in this part of issue 15): `polyemo.manifest.load` passes pandas'/pyarrow's parser "
-              "errors (ArrowInvalid, EmptyDataError, ParserError: all ValueErrors) through `polyemo.io.read_table` "
-              "without naming the file; the property only requires a ValueError there.", ""]
+              "Damaged Parquet/CSV tables: `polyemo.io.read_table` turns pandas'/pyarrow's parser errors into a "
+              "ValueError naming the file (found by this fuzzing; `tests/test_io.py`).", ""]
     write_text(path, "\n".join(lines))
 
 

@@ -35,3 +35,19 @@ def prepared_manifest(shared_corpora):
         return cache[corpus].copy()
 
     return get
+
+
+@pytest.fixture
+def fitted_rows(monkeypatch) -> list[set[str]]:
+    """The utt_ids (training | validation) of every estimator fit during the test, in order."""
+    from polyemo.train import estimator as estimator_module
+
+    seen: list[set[str]] = []
+    real_fit = estimator_module.Estimator.fit
+
+    def recording_fit(self, train, val):
+        seen.append(set(train.utt_ids) | set(val.utt_ids))
+        return real_fit(self, train, val)
+
+    monkeypatch.setattr(estimator_module.Estimator, "fit", recording_fit)
+    return seen

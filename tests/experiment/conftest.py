@@ -84,19 +84,3 @@ def tiny_run(tiny_experiment, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return run_experiment(tiny_experiment, out, progress=False)
-
-
-@pytest.fixture
-def fitted_rows(monkeypatch) -> list[set[str]]:
-    """The utt_ids (training | validation) of every estimator fit during the test, in order."""
-    from polyemo.train import estimator as estimator_module
-
-    seen: list[set[str]] = []
-    real_fit = estimator_module.Estimator.fit
-
-    def recording_fit(self, train, val):
-        seen.append(set(train.utt_ids) | set(val.utt_ids))
-        return real_fit(self, train, val)
-
-    monkeypatch.setattr(estimator_module.Estimator, "fit", recording_fit)
-    return seen

@@ -266,3 +266,29 @@ def check_upload(client, body: bytes, name: str, content_type: str | None, multi
         assert set(payload) >= {"error", "detail", "request_id"}, payload
         assert "Traceback" not in response.text and "object at 0x" not in payload["detail"]
     return response.status_code
+
+
+def damage_bundle(bundle: Path, target: str, mutation: str, payload: bytes, value, rehashed: bool, at: int) -> str:
+    """Damage one file of a bundle copy (overwritten bytes, a JSON value, truncation or deletion;
+    optionally re-hashed so the manifest agrees) and return what reading it gave."""
+    path = bundle / target
+    original = path.read_bytes()
+    if mutation == "bytes":
+        i = at % max(len(original), 1)
+        path.write_bytes(original[:i] + payload + original[i + len(payload):])
+    elif mutation == "truncate":
+        path.write_bytes(original[: at % max(len(original), 1)])
+    elif mutation == "delete":
+        path.unlink()
+    elif target.endswith(".json"):
+        document = json.loads(original)
+        if isinstance(document, dict) and document:
+            document[sorted(document)[at % len(document)]] = value
+        else:
+            document = value
+        path.write_text(json.dumps(document))
+    else:
+        path.write_bytes(json.dumps(value).encode())
+    if rehashed and target != "manifest.json":
+        rehash(bundle)
+    return check_bundle(bundle)

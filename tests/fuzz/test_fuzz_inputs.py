@@ -61,33 +61,10 @@ BUNDLE_FILES = ["manifest.json", "config.json", "labels.json", "head.safetensors
 @given(target=st.sampled_from(BUNDLE_FILES), mutation=st.sampled_from(["bytes", "json", "truncate", "delete"]),
        payload=st.binary(max_size=200), value=fz.json_values, rehash=st.booleans(), at=st.integers(0, 10**6))
 def test_damaged_bundles_are_read_or_refused_by_name(pristine_bundle, target, mutation, payload, value, rehash, at):
-    import json
-
     with tempfile.TemporaryDirectory() as folder:
         bundle = Path(folder) / "bundle"
         shutil.copytree(pristine_bundle, bundle)
-        path = bundle / target
-        original = path.read_bytes()
-        if mutation == "bytes":
-            i = at % max(len(original), 1)
-            path.write_bytes(original[:i] + payload + original[i + len(payload):])
-        elif mutation == "truncate":
-            path.write_bytes(original[: at % max(len(original), 1)])
-        elif mutation == "delete":
-            path.unlink()
-        elif target.endswith(".json"):
-            document = json.loads(original)
-            if isinstance(document, dict) and document:
-                key = sorted(document)[at % len(document)]
-                document[key] = value
-            else:
-                document = value
-            path.write_text(json.dumps(document))
-        else:
-            path.write_bytes(json.dumps(value).encode())
-        if rehash and target != "manifest.json":
-            fz.rehash(bundle)
-        fz.check_bundle(bundle)
+        fz.damage_bundle(bundle, target, mutation, payload, value, rehash, at)
 
 
 def test_the_pristine_bundle_reads(pristine_bundle):

@@ -56,19 +56,3 @@ def manifest_of(paths: list[Path], texts: list[str | None], languages: list[str 
              "gender": "NA", "label_raw": "neutral", "label": "neutral", "duration": 1.0, "text": text,
              "content_hash": content_hash(p)} for i, (p, text, lang) in enumerate(zip(paths, texts, languages))]
     return normalise_frame(pd.DataFrame(rows))
-
-
-@pytest.fixture
-def fitted_rows(monkeypatch) -> list[set[str]]:
-    """The utt_ids (training | validation) of every estimator fit during the test, in order."""
-    from polyemo.train import estimator as estimator_module
-
-    seen: list[set[str]] = []
-    real_fit = estimator_module.Estimator.fit
-
-    def recording_fit(self, train, val):
-        seen.append(set(train.utt_ids) | set(val.utt_ids))
-        return real_fit(self, train, val)
-
-    monkeypatch.setattr(estimator_module.Estimator, "fit", recording_fit)
-    return seen

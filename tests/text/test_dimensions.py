@@ -151,21 +151,24 @@ def test_proxy_multitask_model_bundles_and_predicts_dimensions(tmp_path, shared_
         assert 0.1 <= row[dim] <= 0.9  # sigmoid + min-max onto the table's range
 
 
-def test_a_model_trained_on_some_attributes_predicts_only_those(tmp_path, shared_corpora):
+_SMALL_DIMENSIONAL = {"protocol": {"name": "speaker_kfold", "params": {"k": 2}}, "encoder": {"name": "egemaps"},
+                      "normalisation": "global",
+                      "head": {"name": "dimensional", "params": {"projection_dim": 16, "hidden_dim": 8}},
+                      "training": {"epochs": 2, "lr": 0.003, "show_progress": False}, "limit": {"per_corpus": 40},
+                      "metrics": {"n_boot": 20}, "final_model": True}
+
+
+def _run_export_predict(config: dict, tmp_path):
+    """``polyemo run`` -> ``export`` -> ``predict`` of the example clip: the bundle and the clip's JSON row."""
     import json
 
+    import yaml
     from typer.testing import CliRunner
 
     from polyemo.bundle import read_bundle
     from polyemo.cli import app
 
-    config = {"name": "emodb-av", "corpora": ["emodb"], "corpora_root": str(shared_corpora), "target": "dimensions",
-              "dimensions": PROXY, "protocol": {"name": "speaker_kfold", "params": {"k": 2}},
-              "encoder": {"name": "egemaps"}, "normalisation": "global",
-              "head": {"name": "dimensional", "params": {"projection_dim": 16, "hidden_dim": 8}},
-              "training": {"epochs": 2, "lr": 0.003, "show_progress": False}, "limit": {"per_corpus": 40},
-              "metrics": {"n_boot": 20}, "final_model": True}
-    import yaml
+    from .conftest import HELLO
 
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
     runner = CliRunner()
@@ -173,47 +176,26 @@ def test_a_model_trained_on_some_attributes_predicts_only_those(tmp_path, shared
     assert ran.exit_code == 0, ran.output
     exported = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
     assert exported.exit_code == 0, exported.output
-    bundle = read_bundle(tmp_path / "bundle")
-    assert bundle.dimensions == ["arousal", "valence"] and bundle.dimension_columns == [0, 1]
-    from .conftest import HELLO
-
     predicted = runner.invoke(app, ["predict", str(HELLO), "-m", str(tmp_path / "bundle"), "--format", "jsonl",
                                     "--no-progress"])
     assert predicted.exit_code == 0, predicted.output
     row = json.loads(next(line for line in predicted.output.splitlines() if line.startswith("{")))
+    return read_bundle(tmp_path / "bundle"), row
+
+
+def test_a_model_trained_on_some_attributes_predicts_only_those(tmp_path, shared_corpora):
+    config = {"name": "emodb-av", "corpora": ["emodb"], "corpora_root": str(shared_corpora), "target": "dimensions",
+              "dimensions": PROXY, **_SMALL_DIMENSIONAL}
+    bundle, row = _run_export_predict(config, tmp_path)
+    assert bundle.dimensions == ["arousal", "valence"] and bundle.dimension_columns == [0, 1]
     assert 0.1 <= row["arousal"] <= 0.9 and 0.1 <= row["valence"] <= 0.9  # the proxy table's range
     assert "dominance" not in row  # never trained: not predicted (was the scale's midpoint)
 
 
 def test_a_baved_arousal_model_bundles_and_predicts_its_level_and_arousal(tmp_path, shared_corpora):
-    import json
-
-    from typer.testing import CliRunner
-
-    from polyemo.bundle import read_bundle
-    from polyemo.cli import app
-
-    config = {**BAVED, "name": "baved-arousal", "corpora_root": str(shared_corpora),
-              "protocol": {"name": "speaker_kfold", "params": {"k": 2}}, "encoder": {"name": "egemaps"},
-              "normalisation": "global", "head": {"name": "dimensional", "params": {"projection_dim": 16, "hidden_dim": 8}},
-              "training": {"epochs": 2, "lr": 0.003, "show_progress": False}, "limit": {"per_corpus": 40},
-              "metrics": {"n_boot": 20}, "final_model": True}
-    import yaml
-
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config))
-    runner = CliRunner()
-    ran = runner.invoke(app, ["run", str(tmp_path / "exp.yaml"), "-o", str(tmp_path / "run"), "--no-progress"])
-    assert ran.exit_code == 0, ran.output
-    exported = runner.invoke(app, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")])
-    assert exported.exit_code == 0, exported.output
-    bundle = read_bundle(tmp_path / "bundle")
+    config = {**BAVED, "name": "baved-arousal", "corpora_root": str(shared_corpora), **_SMALL_DIMENSIONAL}
+    bundle, row = _run_export_predict(config, tmp_path)
     assert bundle.labels.classes == ["low", "neutral", "high"]
     assert bundle.dimensions == ["arousal"] and bundle.dimension_columns == [0]
-    from .conftest import HELLO
-
-    predicted = runner.invoke(app, ["predict", str(HELLO), "-m", str(tmp_path / "bundle"), "--format", "jsonl",
-                                    "--no-progress"])
-    assert predicted.exit_code == 0, predicted.output
-    row = json.loads(next(line for line in predicted.output.splitlines() if line.startswith("{")))
     assert row["label"] in ("low", "neutral", "high") and 1.0 <= row["arousal"] <= 3.0  # BAVED's level scale
     assert "valence" not in row and "dominance" not in row
