@@ -281,8 +281,9 @@ class ExperimentConfig(_Strict):
     labels: str | dict[str, Any] | None = None
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     encoder: EncoderSpec = Field(default_factory=EncoderSpec)
-    #: ``audio``: decoded clips for an estimator that trains the encoder (head ``finetune``)
-    features: Literal["pooled", "frames", "audio"] = "pooled"
+    #: ``audio``: decoded clips for an estimator that trains the encoder (head ``finetune``);
+    #: ``lm``: texts (+ speech tokens) for the language-model heads (polyemo.experiment.lm_inputs)
+    features: Literal["pooled", "frames", "audio", "lm"] = "pooled"
     head: HeadSpec = Field(default_factory=HeadSpec)
     loss: LossSpec = Field(default_factory=LossSpec)
     #: see polyemo.train.normalise; ``speaker`` is read as ``test-speaker``; enrolled-speaker's
@@ -371,10 +372,12 @@ class ExperimentConfig(_Strict):
     @field_validator("head")
     @classmethod
     def _head_takes_features(cls, head: HeadSpec, info: ValidationInfo) -> HeadSpec:
+        from polyemo.heads import HEADS
         from polyemo.heads.model import head_input_kind
 
         features = info.data.get("features")
         kind = head_input_kind(head.name, head.params)
+        kind = getattr(HEADS.get(head.name), "features", kind)  # a head may read other rows than its tensors (lm)
         if features is not None and kind != features:
             raise ValueError(f"head {head.name!r} takes {kind} features but 'features' is {features!r}")
         return head
