@@ -2,6 +2,7 @@
 
     python benchmarks/finetune.py [--part frozen-frontend] [--per-corpus 80] [--epochs 2]
         [--freeze-blocks 4] [--out runs/finetune-bench] [--n-boot 1000] [--full]
+    python benchmarks/finetune.py --part cpu-top-block --as-recipe [--per-corpus 0]
 
 Runs two cells of ``recipes/poleval-finetune.yaml`` on the SAME rows and folds: the frozen
 probe (cached features, layer chosen on validation speakers of the training languages) and
@@ -9,6 +10,9 @@ one fine-tuning part. On the 2-core CPU the full recipe does not fit, so by defa
 fine-tuning part is shrunk as stated in the results (``--per-corpus`` clips per corpus,
 ``--epochs``, the front-end and the first ``--freeze-blocks`` blocks frozen, so their
 outputs are computed once per clip); ``--full`` runs the part as the recipe says (GPU).
+``--as-recipe`` runs the part's own settings (``cpu-top-block``: the CPU-sized variant) on at
+most ``--per-corpus`` clips per corpus (0: every row; the cap spreads over speakers and
+classes, seeded), changing nothing else but the torch threads (and ``--epochs`` if given).
 Every number is the held-out language's macro-F1 with a 95 % speaker-cluster bootstrap
 interval; the difference fine-tuned minus probe is a paired bootstrap over the same
 speakers. Results: benchmarks/results/finetune.md (and .json).
@@ -74,6 +78,18 @@ def bootstrap(frames: dict[str, pd.DataFrame], n_boot: int, seed: int = 0) -> di
     return out
 
 
+def fold_summary(fold: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """A fold's sizes, optimiser steps, chosen epoch, validation curve and seconds."""
+    history = fold.get("history") or []
+    per_step = training["batch_size"] * training.get("grad_accum", 1)
+    steps = -(-fold["n_train"] // training["batch_size"])
+    steps = -(-steps // training.get("grad_accum", 1))
+    return {"name": fold["name"], "n_train": fold["n_train"], "n_validation": fold["n_validation"],
+            "n_test": fold["n_test"], "best_epoch": fold.get("best_epoch"), "clips_per_step": per_step,
+            "steps": steps * len(history), "val_macro_f1": [h.get("val_macro_f1") for h in history],
+            "epoch_seconds": [h.get("seconds") for h in history], "seconds": fold.get("seconds")}
+
+
 def cpu_facts() -> dict[str, Any]:
     from polyemo.encoders.precision import cpu_bf16_report, cpu_flags, cpu_model
 
@@ -88,8 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "poleval-finetune.yaml")
     parser.add_argument("--part", default="frozen-frontend")
-    parser.add_argument("--per-corpus", type=int, default=80)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--per-corpus", type=int, default=80, help="clips per corpus at most (0: all rows)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 2 when shrunk, the recipe's with --as-recipe")
+    parser.add_argument("--as-recipe", action="store_true",
+                        help="the part's own settings (only the row cap, threads and --epochs change)")
     parser.add_argument("--freeze-blocks", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
@@ -106,21 +124,29 @@ def main() -> None:
 
     bench = BenchConfig(**read_yaml(args.recipe))
     common: dict[str, Any] = {"corpora_root": str(args.corpora_root.resolve())}
-    if not args.full:
+    capped = not args.full and args.per_corpus > 0
+    if capped:
         common["limit"] = {"per_corpus": args.per_corpus}
     cells = {c.id: c for c in expand_grid(bench, str(args.recipe), args.recipe.parent, common)}
     shrink: dict[str, Any] = {}
-    if not args.full:
-        shrink = {"training.epochs": args.epochs, "training.lr": args.lr, "training.grad_accum": 2,
+    if args.as_recipe:
+        shrink = {"training.num_threads": args.threads}
+        if args.epochs is not None:
+            shrink["training.epochs"] = args.epochs
+    elif not args.full:
+        shrink = {"training.epochs": args.epochs or 2, "training.lr": args.lr, "training.grad_accum": 2,
                   "training.num_threads": args.threads, "head.params.freeze_frontend": True,
                   "head.params.freeze_blocks": args.freeze_blocks}
     started = {}
     results = {}
+    clock = time.perf_counter()
     for name, overrides in (("frozen-probe", {}), (args.part, shrink)):
         t = time.perf_counter()
         result = run_experiment(cells[name].config, args.out / name, overrides=overrides, progress=False)
         started[name] = round(time.perf_counter() - t, 1)
         results[name] = result
+        print(f"{name}: {started[name]} s", flush=True)
+    started["total"] = round(time.perf_counter() - clock, 1)
     frames = {n: pd.read_csv(Path(r.out_dir) / "predictions.csv", dtype={"true": str, "pred": str})
               for n, r in results.items()}
     probe, tuned = frames["frozen-probe"], frames[args.part]
@@ -135,36 +161,58 @@ def main() -> None:
     # mean over languages: each draw's mean of per-language macro-F1 (languages resampled within)
     means = {n: float(np.mean([v[n]["macro_f1"] for k, v in per_language.items() if k in LANGUAGES]))
              for n in ("frozen-probe", args.part)}
-    fold_json = json.loads((Path(results[args.part].out_dir) / "folds" / sorted(
-        p.name for p in (Path(results[args.part].out_dir) / "folds").iterdir())[0] / "fold.json").read_text())
+    fold_dir = Path(results[args.part].out_dir) / "folds"
+    folds = [json.loads((fold_dir / name / "fold.json").read_text()) for name in sorted(p.name for p in fold_dir.iterdir())]
     config = json.loads((Path(results[args.part].out_dir) / "config.json").read_text())["config"]
+    import torch
+
     record = {"per_language": per_language, "mean": means, "seconds": started, "machine": cpu_facts(),
-              "device": "cpu", "full": args.full, "part": args.part, "per_corpus": None if args.full else args.per_corpus,
+              "device": "cuda" if torch.cuda.is_available() else "cpu", "full": args.full, "as_recipe": args.as_recipe,
+              "part": args.part, "per_corpus": args.per_corpus if capped else None, "rows": int(len(probe)),
               "finetune_config": {"head": config["head"], "training": config["training"], "limit": config["limit"]},
-              "example_fold": {k: fold_json.get(k) for k in ("name", "n_train", "n_validation", "n_test", "best_epoch",
-                                                             "history")}}
+              "example_fold": {k: folds[0].get(k) for k in ("name", "n_train", "n_validation", "n_test", "best_epoch",
+                                                            "history")},
+              "folds": [fold_summary(f, config["training"]) for f in folds]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (RESULTS / "finetune.md").write_text(markdown(record) + "\n")
     print(markdown(record))
 
 
+def describe(r: dict[str, Any]) -> str:
+    """One sentence of what the fine-tuning part was."""
+    head, training = r["finetune_config"]["head"]["params"], r["finetune_config"]["training"]
+    layer = head["layer"]
+    frozen = head.get("freeze_blocks", 0)
+    if isinstance(layer, int) and layer >= 0:
+        used = f"hidden state {layer} read, so blocks {layer}-5 never run; blocks {frozen}-{layer - 1} trained"
+    else:
+        used = f"hidden state {layer} read; blocks {frozen}-5 trained"
+    return (f"method {head['method']}, front-end frozen: {head['freeze_frontend']}, first {frozen} of 6 blocks frozen "
+            f"(their outputs computed once per clip), {used}; head dropout {head['dropout']} + linear"
+            f"{' on the pooled state standardised with the pretrained encoder' + chr(39) + 's training-clip statistics' if head.get('standardise') else ''}, "
+            f"crops train {head['crop']['train']} / eval {head['crop']['eval']} {head['crop']['seconds']} s, "
+            f"{training['epochs']} epochs, lr {training['lr']} (head {head['head_lr']}), batch {training['batch_size']} x "
+            f"{training.get('grad_accum', 1)} accumulated, warm-up {training['warmup_ratio']}, AdamW weight decay "
+            f"{training.get('weight_decay')}, checkpoint = best validation macro-F1 "
+            "(validation speakers of the training languages), no refit")
+
+
 def markdown(r: dict[str, Any]) -> str:
     part = r["part"]
-    head, training = r["finetune_config"]["head"]["params"], r["finetune_config"]["training"]
+    training = r["finetune_config"]["training"]
+    how = ("the full recipe part" if r["full"] else "the recipe part's own settings" if r.get("as_recipe")
+           else "a CPU-sized variant")
+    rows = (f"Rows: at most {r['per_corpus']} clips per corpus (spread over speakers and classes, seeded), "
+            f"{r.get('rows', '?')} scored in all" if r.get("per_corpus") else
+            f"Rows: every poleval6 row of the six corpora ({r.get('rows', '?')} scored)")
     lines = [
         "# Fine-tuned vs frozen whisper-base, zero-shot (leave one language out, poleval6)", "",
-        f"What ran: `python benchmarks/finetune.py` ({'the full recipe part' if r['full'] else 'a CPU-sized variant'}). "
-        f"Fine-tuning part `{part}` of recipes/poleval-finetune.yaml with: method {head['method']}, "
-        f"front-end frozen: {head['freeze_frontend']}, first {head['freeze_blocks']} of 6 blocks frozen "
-        f"(their outputs computed once per clip), head on hidden state {head['layer']} (dropout {head['dropout']} + linear), "
-        f"crops train {head['crop']['train']} / eval {head['crop']['eval']} {head['crop']['seconds']} s, "
-        f"{training['epochs']} epochs, lr {training['lr']} (head {head['head_lr']}), batch {training['batch_size']} x "
-        f"{training['grad_accum']} accumulated, warm-up {training['warmup_ratio']}, checkpoint = best validation macro-F1 "
-        "(validation speakers of the training languages), no refit. "
-        + (f"Rows: at most {r['per_corpus']} clips per corpus (spread over speakers and classes, seeded); "
-           "the frozen probe (cached fp32 features, layer chosen on the same validation speakers, linear head, "
-           "global normalisation) is run on exactly the same rows and folds." if not r["full"] else ""),
+        f"What ran: `python benchmarks/finetune.py --part {part}{' --as-recipe' if r.get('as_recipe') else ''}"
+        f"{' --per-corpus ' + str(r['per_corpus']) if r.get('per_corpus') else ''}` ({how}). "
+        f"Fine-tuning part `{part}` of recipes/poleval-finetune.yaml: {describe(r)}. {rows}; the frozen probe "
+        "(cached fp32 features of whole clips, layer chosen on the same validation speakers, linear head, global "
+        "normalisation) is run on exactly the same rows and folds.",
         "",
         "macro-F1 (%) of each held-out language, 95 % speaker-cluster bootstrap interval; the last column is the "
         "paired difference (fine-tuned minus probe) over the same speakers.", "",
@@ -180,21 +228,30 @@ def markdown(r: dict[str, Any]) -> str:
     gap = r["mean"][part] - r["mean"]["frozen-probe"]
     verdict = ("meets" if gap > 0 else "does not meet")
     lines += ["", f"Target (fine-tuning beats the frozen probe on the mean of de, en, it, ur): this run {verdict} it "
-              f"({100 * gap:+.1f} points). "
-              + ("With this little training (26 optimiser steps of 16 clips per fold, 194 training clips, the top block and head only, "
-                 "the last hidden state read while the probe chooses its layer on validation), the fine-tuned "
-                 "model is still far from converged (validation macro-F1 per epoch in finetune.json); this "
-                 "measures the shrunk CPU variant, not the seed recipe." if gap <= 0 else "")]
+              f"({100 * gap:+.1f} points)."]
+    if r.get("folds"):
+        lines += ["", "Per fold (fine-tuning): training / validation / test clips, optimiser steps, the epoch kept, "
+                  "validation macro-F1 (%) per epoch, seconds per epoch (the first includes computing the frozen "
+                  "prefix of clips not seen before) and the fold's seconds.", "",
+                  "| fold | train | val | test | steps | best epoch | val macro-F1 per epoch | s per epoch | s |",
+                  "|---|---:|---:|---:|---:|---:|---|---|---:|"]
+        for f in r["folds"]:
+            curve = ", ".join(f"{100 * v:.1f}" for v in f["val_macro_f1"] if v is not None)
+            secs = ", ".join(f"{v:.0f}" for v in f["epoch_seconds"] if v is not None)
+            lines.append(f"| {f['name']} | {f['n_train']} | {f['n_validation']} | {f['n_test']} | {f['steps']} | "
+                         f"{f['best_epoch']} | {curve} | {secs} | {f['seconds'] or 0:.0f} |")
     m = r["machine"]
+    total = r["seconds"].get("total")
     lines += ["", f"Wall time: frozen probe {r['seconds']['frozen-probe']} s (cached features), fine-tuning "
-              f"{r['seconds'][part]} s for all folds (decoding included), nice'd on a shared machine "
-              f"(load average {', '.join(f'{x:.1f}' for x in m['load_average'])}). Device: {r['device']}; CPU {m['cpu']}, "
-              f"{m['cores']} cores, flags {', '.join(m['flags'])}, native bf16: {m['bf16'].get('native_bf16')} "
-              "(so fp32 throughout), torch threads "
-              f"{training.get('num_threads')}.", "",
-              "The lead's full-data frozen probe (all clips, benchmarks/results/zero_shot.md) is a different, larger "
-              "row set; compare within this table only. Not claimed: the seed system's full fine-tuning of every clip "
-              "for 8 epochs (recipe part seed-full) did not run here; it needs a GPU.", ""]
+              f"{r['seconds'][part]} s for all folds (decoding included)"
+              + (f", {total} s in all" if total else "") + ", nice 19 on a machine shared with other sessions "
+              f"(load average at the end {', '.join(f'{x:.1f}' for x in m['load_average'])}). Device: {r['device']}; "
+              f"CPU {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}, native bf16: "
+              f"{m['bf16'].get('native_bf16')} (so fp32 throughout), torch threads {training.get('num_threads')}.", "",
+              "The lead's full-data frozen probe (all clips, benchmarks/results/zero_shot.md) is a different "
+              "protocol (inner leave-one-language-out choices); compare within this table only. Not claimed: the "
+              "seed system's full fine-tuning of every block for 8 epochs (recipe part seed-full) did not run here; "
+              "it needs a GPU (docs/finetune.md).", ""]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """recipes/poleval-finetune.yaml, shrunk: every part (seed, LoRA, frozen front-end, random
-crops, frozen probe) runs as a user runs it, with a tiny random Whisper, two corpora, a
-few clips and one epoch; every run folder holds every output."""
+crops, CPU top block, frozen probe) runs as a user runs it, with a tiny random Whisper (four
+blocks: cpu-top-block reads hidden state 3), two corpora, a few clips and one epoch; every run
+folder holds every output."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_poleval_finetune_recipe_runs_shrunk(shared_corpora, tmp_path):
     torch.manual_seed(0)
     tiny = tmp_path / "whisper"
     AutoModel.from_config(WhisperConfig(
-        d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        d_model=16, encoder_layers=4, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
         encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=64, num_mel_bins=80, max_source_positions=1500,
         max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=1, decoder_start_token_id=2,
     )).save_pretrained(tiny)

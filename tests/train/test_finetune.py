@@ -221,3 +221,87 @@ def test_frozen_prefix_cache_gives_the_same_model(tiny):
         assert bool(loop._SHARED_PREFIXES) == cached
     np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
     np.testing.assert_allclose(runs[True][1], runs[False][1], atol=1e-5)
+
+
+def test_model_stops_at_the_hidden_state_read(tiny, monkeypatch):
+    """Blocks above the layer the head reads never run, and its pooled state is the one a
+    full run of every block gives."""
+    from polyemo.train.finetuning.loop import build_model
+
+    calls: dict[int, int] = {}
+    full = build_model(FinetuneSettings(encoder=str(tiny["whisper"]), layer=-1), 3).eval()
+    short = build_model(FinetuneSettings(encoder=str(tiny["whisper"]), layer=1), 3).eval()
+    for index, block in enumerate(short.encoder.blocks()):
+        block.register_forward_hook(lambda *_, i=index: calls.__setitem__(i, calls.get(i, 0) + 1))
+    waves = [w[0, :, 0] for w in clips(4, 5).features]
+    inputs = short.encoder.prepare(waves)
+    with torch.no_grad():
+        got = short.pooled(inputs)[:, 0]
+        states, lengths = full.encoder(inputs)  # every block (weights identical: same pretrained folder)
+    from polyemo.train.finetuning.model import masked_mean
+
+    assert calls == {0: 1}  # block 1 (above hidden state 1) never ran
+    assert torch.equal(got, masked_mean(states[1], lengths))
+    # and nothing above the layer read is trained
+    assert not any(p.requires_grad for p in short.encoder.blocks()[1].parameters())
+
+
+def test_frozen_prefix_is_computed_once_across_folds(tiny, monkeypatch):
+    """Two fits in one process (two folds) sharing clips: the second computes the front-end and
+    frozen blocks only for clips the first did not see (keyed by content, encoder, blocks)."""
+    from polyemo.train.finetuning import loop
+    from polyemo.train.finetuning.model import WhisperTrainable
+
+    loop._SHARED_PREFIXES.clear()
+    computed: list[int] = []
+    original = WhisperTrainable.frontend
+
+    def counting(self, inputs):
+        computed.append(int(inputs["mels"].shape[0]))
+        return original(self, inputs)
+
+    monkeypatch.setattr(WhisperTrainable, "frontend", counting)
+    a, b, c = clips(12, 1), clips(6, 2), clips(6, 3)
+    fold = dict(train_overrides={"epochs": 2}, method="full", freeze_frontend=True, freeze_blocks=1, layer=2,
+                crop={"train": "fixed", "eval": "fixed", "seconds": 0.75})
+    first = make(tiny["whisper"], **fold)
+    first.fit(a, b)
+    first.predict(c)
+    assert sum(computed) == 24  # every clip once, whatever the epochs
+    computed.clear()
+    second = make(tiny["whisper"], **fold)  # the next fold: c trains, a is held out
+    second.fit(c, b)
+    second.predict(a)
+    assert sum(computed) == 0
+    assert list(loop._SHARED_PREFIXES) == [(str(tiny["whisper"]), 1)]
+    # another frozen depth is another prefix
+    other = make(tiny["whisper"], **{**fold, "freeze_blocks": 0, "train_overrides": {"epochs": 1}})
+    other.fit(c, b)
+    assert sum(computed) == 12
+
+
+def test_standardised_pooled_state_uses_training_statistics(tiny, tmp_path):
+    """``standardise``: the pooled state is standardised with the pretrained encoder's mean and
+    spread over the training clips (fixed before the first step), saved and loaded with the model."""
+    from polyemo.train import load_estimator
+    from polyemo.train.finetuning.audio import eval_input as crop_of
+    from polyemo.train.finetuning.loop import build_model
+
+    train, val = clips(12, 1), clips(6, 2)
+    settings = dict(method="full", freeze_frontend=True, freeze_blocks=1, layer=2, standardise=True,
+                    crop={"train": "fixed", "eval": "fixed", "seconds": 0.75})
+    estimator = make(tiny["whisper"], train_overrides={"epochs": 2}, **settings)
+    estimator.fit(train, val)
+    pretrained = build_model(FinetuneSettings(encoder=str(tiny["whisper"]), layer=2), 3).eval()
+    crop = CropSettings(train="fixed", eval="fixed", seconds=0.75)
+    with torch.no_grad():
+        raw = pretrained.pooled(pretrained.encoder.prepare([crop_of(w[0, :, 0], crop) for w in train.features]))
+    model = estimator.model
+    torch.testing.assert_close(model.pool_shift, raw.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.pool_scale, raw.std(0, unbiased=False), rtol=1e-4, atol=1e-6)
+    assert {"pool_shift", "pool_scale"} <= set(estimator.trained_tensors())
+    # the trained block changed; the statistics stay those of the pretrained encoder
+    saved = estimator.save(tmp_path / "est")
+    loaded = load_estimator(saved)
+    np.testing.assert_allclose(loaded.predict(clips(6, 3)).probabilities,
+                               estimator.predict(clips(6, 3)).probabilities, atol=1e-6)

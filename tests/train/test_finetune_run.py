@@ -35,7 +35,7 @@ def finetuned_run(shared_corpora, tiny_whisper, tmp_path_factory):
         "name": "ft-tiny", "corpora": ["emodb", "emovo"], "corpora_root": str(shared_corpora), "labels": "poleval6",
         "protocol": "leave_one_language_out", "features": "audio",
         "encoder": {"name": str(tiny_whisper), "cache_dir": str(out / "cache")},
-        "head": {"name": "finetune", "params": {"method": "lora", "lora": {"rank": 2, "alpha": 4},
+        "head": {"name": "finetune", "params": {"method": "lora", "lora": {"rank": 2, "alpha": 4}, "standardise": True,
                                                 "crop": {"train": "random", "eval": "fixed", "seconds": 1.0}}},
         "training": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "refit": False, "patience": None},
         "limit": {"per_corpus": 16}, "final_model": {"name": "ft-tiny"},
@@ -77,7 +77,8 @@ def test_bundle_of_a_finetuned_model_predicts_offline(finetuned_run, shared_corp
     assert "encoder.safetensors" in hashes  # the changed encoder tensors, with their SHA-256
     bundle = read_bundle(bundle_path)
     spec = bundle.config.features.finetune
-    assert spec["tensors"] and all("lora_" in t for t in spec["tensors"])
+    assert spec["tensors"] and all("lora_" in t or t.startswith("pool_") for t in spec["tensors"])
+    assert {"pool_shift", "pool_scale"} <= set(spec["tensors"])  # the standardisation travels with the encoder
 
     files = sorted((shared_corpora / "emodb" / "audio").glob("*.flac"))[:3]
     recogniser = polyemo.load(bundle_path)

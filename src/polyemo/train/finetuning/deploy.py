@@ -24,8 +24,10 @@ ENCODER_FILE = "encoder.safetensors"
 
 
 def encoder_tensors(model) -> dict[str, torch.Tensor]:
-    """The trained tensors of a FinetuneModel that belong to the encoder (not the head)."""
-    return {k: v.detach().cpu().contiguous() for k, v in model.trainable_state().items() if k.startswith("encoder.")}
+    """The trained tensors of a FinetuneModel that belong to the encoder (not the head), with
+    the fixed standardisation of the pooled state (the encoder's output the head reads)."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.trainable_state().items()
+            if k.startswith("encoder.") or k.startswith("pool_")}
 
 
 def finetune_spec(model, settings: FinetuneSettings) -> dict[str, Any]:

@@ -190,6 +190,28 @@ def predict_probabilities(model: FinetuneModel, waves: list[np.ndarray], setting
     return out
 
 
+@torch.no_grad()
+def fit_standardisation(model: FinetuneModel, waves: list[np.ndarray], settings: FinetuneSettings,
+                        batch_size: int, device: torch.device, cache: PrefixCache | None = None) -> None:
+    """Mean and spread of the pooled state over (at most ``standardise_clips``, evenly spaced)
+    training clips in evaluation crops, under the encoder as it is before the first step; no
+    random draw (every process computes the same, and the RNG sequence is unchanged)."""
+    picked = np.unique(np.linspace(0, len(waves) - 1, min(len(waves), settings.standardise_clips)).round().astype(int))
+    inputs = [eval_input(waves[i], settings.crop) for i in picked]
+    was_training = model.training
+    model.eval()
+    model.pool_shift.zero_()  # the identity while the raw states are measured
+    model.pool_scale.fill_(1.0)
+    parts = []
+    for batch in eval_batches(np.array([w.size for w in inputs]), batch_size):
+        if cache is not None:
+            parts.append(model.pooled(None, cache.batch([inputs[i] for i in batch], device), cache.blocks).float())
+        else:
+            parts.append(model.pooled(_to(model.encoder.prepare([inputs[i] for i in batch]), device)).float())
+    model.set_standardisation(torch.cat(parts))  # statistics: the order of the clips is irrelevant
+    model.train(was_training)
+
+
 def run_loop(job: Job, rank: int = 0, world: int = 1) -> tuple[LoopResult, FinetuneModel]:
     """Train (resuming a saved state of the same job) and return the best epoch and the model
     with its best trained tensors loaded."""
@@ -229,6 +251,9 @@ def run_loop(job: Job, rank: int = 0, world: int = 1) -> tuple[LoopResult, Finet
 
             train_cache = PrefixCache(model) if PrefixCache.usable(model, True) else None
             val_cache = PrefixCache(model) if PrefixCache.usable(model, False) else None
+            if settings.standardise:
+                fit_standardisation(model, job.train_waves, settings, cfg.eval_batch_size or cfg.batch_size,
+                                    device, val_cache)
             lengths_in = input_lengths(np.array([w.size for w in job.train_waves]), settings.crop.train, settings.crop)
             masks = None if job.train_masks is None else torch.as_tensor(np.asarray(job.train_masks), dtype=torch.bool)
             label_t = torch.as_tensor(labels, dtype=torch.long)

@@ -268,6 +268,9 @@ class FinetuneModel(nn.Module):
         self.head_config = HeadConfig(name="linear", params={"dropout": settings.dropout}, layers=mode)
         self.head = build_head(self.head_config, head_layers, encoder.hidden_size, num_classes)
         self.num_pooled_layers = head_layers
+        if settings.standardise:  # fixed statistics (set_standardisation), saved with the trained tensors
+            self.register_buffer("pool_shift", torch.zeros(head_layers, encoder.hidden_size))
+            self.register_buffer("pool_scale", torch.ones(head_layers, encoder.hidden_size))
 
     # -- the forward -----------------------------------------------------------------
     def pooled(self, inputs: dict[str, Any], prefix: tuple[torch.Tensor, torch.Tensor, Any] | None = None,
@@ -286,8 +289,19 @@ class FinetuneModel(nn.Module):
                 hidden, lengths, context = prefix
                 states = [hidden] * (start + 1) + self.encoder.run_blocks(hidden, context, start, self.last)
         if self.layer_index is not None:
-            return masked_mean(states[self.layer_index], lengths)[:, None, :]
-        return torch.stack([masked_mean(s, lengths) for s in states], dim=1)
+            pooled = masked_mean(states[self.layer_index], lengths)[:, None, :]
+        else:
+            pooled = torch.stack([masked_mean(s, lengths) for s in states], dim=1)
+        if self.settings.standardise:
+            pooled = (pooled - self.pool_shift) / self.pool_scale
+        return pooled
+
+    @torch.no_grad()
+    def set_standardisation(self, pooled: torch.Tensor) -> None:
+        """Fix the standardisation from raw pooled states (N, layers, D) of training clips."""
+        pooled = pooled.double()
+        self.pool_shift.copy_(pooled.mean(0).float())
+        self.pool_scale.copy_(pooled.std(0, unbiased=False).clamp_min(1e-5).float())
 
     def forward(self, inputs: dict[str, Any], prefix=None, start: int = 0) -> dict[str, torch.Tensor]:
         return self.head(self.pooled(inputs, prefix, start))
@@ -354,11 +368,15 @@ class FinetuneModel(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every tensor that training changes (adapters or encoder weights, and the head)."""
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        names = {n for n, p in self.named_parameters() if p.requires_grad} | set(self.standardisation_names())
         return {k: v.detach().clone() for k, v in self.state_dict().items() if k in names}
 
+    def standardisation_names(self) -> list[str]:
+        return ["pool_shift", "pool_scale"] if self.settings.standardise else []
+
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(state)
+        missing = ({n for n, p in self.named_parameters() if p.requires_grad}
+                   | set(self.standardisation_names())) - set(state)
         if missing:
             raise KeyError(f"the saved state lacks {len(missing)} trained tensors, e.g. {sorted(missing)[:3]}")
         self.load_state_dict(state, strict=False)

@@ -22,6 +22,7 @@ Everything an experiment file says about fine-tuning besides the plain training 
         crop: {train: fixed, eval: fixed, seconds: 3.5}   # train: fixed | random | whole; eval: fixed | whole
         augment: {speed: null, gain_db: null, noise_snr_db: null, p: 0.5}
         bucket: true                 # length-bucketed batches
+        standardise: false           # pooled state standardised per dimension (training clips' statistics)
         processes: 1                 # DDP processes (gloo on CPU); POLYEMO_NPROC overrides
 """
 
@@ -86,6 +87,14 @@ class FinetuneSettings(_Strict):
     crop: CropSettings = Field(default_factory=CropSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     bucket: bool = True
+    #: standardise the pooled hidden state per dimension with its mean and standard deviation
+    #: over training clips under the PRETRAINED encoder (fixed before the first step, as a frozen
+    #: probe's global normalisation): Whisper's intermediate residual stream is not normalised
+    #: (a few dimensions carry offsets ~30x the between-clip spread), which a linear head on
+    #: raw values learns slowly; the last hidden state passes Whisper's final layer norm
+    standardise: bool = False
+    #: training clips (evenly spaced, at most this many) the statistics are computed on
+    standardise_clips: int = Field(512, ge=2)
     processes: int = Field(1, ge=1)
     #: keep the frozen prefix's (front-end + frozen blocks) outputs per clip in memory when
     #: they cannot change between epochs (fixed crop, no augmentation): a large CPU saving
