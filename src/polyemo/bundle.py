@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +51,8 @@ NORMALISATION = "normalisation.safetensors"
 METRICS = "metrics.json"
 CARD = "MODEL_CARD.md"
 MANIFEST = "manifest.json"
+#: optional: what test-time adaptation needs from training (issue 12; listed in the manifest when present)
+ADAPTATION = "adaptation.safetensors"
 BUNDLE_FILES = (CONFIG, HEAD, LABELS, NORMALISATION, METRICS, CARD)
 #: The head output holding arousal/valence/dominance (polyemo.heads.multitask) and its dims.
 DIMENSION_OUTPUT = "avd"
@@ -222,6 +224,26 @@ class ModelCard(BaseModel):
         return "\n".join(lines)
 
 
+class AdaptationSpec(_Strict):
+    """What ``polyemo predict --adapt`` needs from training (issue 12), beside the normaliser.
+
+    ``settings``: adapter name -> its parameters (``strength`` ...), chosen by an inner
+    protocol over the training languages when ``chosen_by`` says so, else the defaults
+    (strength 1.0). ``ships``: the adaptation the model card reports beside the plain score
+    (None: none). Arrays in ``adaptation.safetensors``: ``source_prior`` (C,), the model's mean
+    prediction on its ``n_rows`` training rows (``prior-em`` starts from it), and
+    ``feature_mean`` / ``feature_std`` (L, D), the moments of the normalised training features
+    the head saw (``enrolled`` maps each speaker's enrolment statistics onto them).
+    """
+
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    chosen_by: str = "default settings (strength 1.0): no inner choice was made"
+    selection: dict[str, Any] = Field(default_factory=dict, description="per adapter: candidates, inner scores, chosen")
+    ships: str | None = None
+    enrol: int = Field(5, ge=1, description="enrolment clips per speaker of --adapt enrolled (default)")
+    n_rows: int = Field(0, ge=0, description="training rows the source prior and feature moments come from")
+
+
 class BundleConfig(_Strict):
     format: str = BUNDLE_FORMAT
     name: str
@@ -232,6 +254,8 @@ class BundleConfig(_Strict):
     normalisation: NormalisationSpec = Field(default_factory=NormalisationSpec)
     segment_above_seconds: float = Field(30.0, gt=0, description="longer recordings are split by voice activity")
     card: ModelCard
+    #: test-time adaptation state (issue 12); None: a bundle written before it (no source prior)
+    adaptation: AdaptationSpec | None = None
 
 
 @dataclass
@@ -249,6 +273,8 @@ class Bundle:
     #: columns of the head's ``avd`` output that ``dimensions`` name (None: all, in order); a
     #: model trained on arousal only predicts arousal, never the untrained columns' midpoints
     dimension_columns: list[int] | None = None
+    #: ``adaptation.safetensors`` (see :class:`AdaptationSpec`); empty without one
+    adaptation_stats: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -340,6 +366,7 @@ def export_bundle(
     segment_above_seconds: float = 30.0,
     overwrite: bool = False,
     extra_files: Mapping[str, Any] | None = None,
+    adaptation: tuple[AdaptationSpec, Mapping[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write a bundle folder at ``target`` atomically and return its path.
 
@@ -349,7 +376,8 @@ def export_bundle(
     ``dimensions`` the regression outputs (default: arousal/valence/dominance when the head
     has an ``avd`` output). ``extra_files``: further safetensors files, name -> tensors
     (a fine-tuned encoder's weights), listed with their hashes like the others. Nothing
-    appears at ``target`` unless everything was written.
+    appears at ``target`` unless everything was written. ``adaptation``: the
+    :class:`AdaptationSpec` and its arrays (``adaptation.safetensors``).
     """
     import safetensors.torch
     import torch
@@ -392,7 +420,12 @@ def export_bundle(
         normalisation=normalisation,
         segment_above_seconds=segment_above_seconds,
         card=card,
+        adaptation=None if adaptation is None else adaptation[0],
     )
+    extra_files = dict(extra_files or {})
+    if adaptation is not None:
+        extra_files[ADAPTATION] = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+                                   for k, v in adaptation[1].items()}
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -443,6 +476,7 @@ def export_estimator(
     metrics: Mapping[str, Any] | None = None,
     segment_above_seconds: float = 30.0,
     overwrite: bool = False,
+    adaptation: tuple[AdaptationSpec, Mapping[str, np.ndarray]] | None = None,
 ) -> Path:
     """Export a fitted torch estimator (:class:`polyemo.train.trainer.Trainer`) as a bundle.
 
@@ -484,7 +518,7 @@ def export_estimator(
     )
     return export_bundle(target, model=model, head_config=head_config, features=features, labels=labels,
                          card=card, normaliser=estimator.normaliser, metrics=metrics,
-                         segment_above_seconds=segment_above_seconds, overwrite=overwrite)
+                         segment_above_seconds=segment_above_seconds, overwrite=overwrite, adaptation=adaptation)
 
 
 def export_finetuned(target: str | os.PathLike[str], estimator: Any, *, encoder: str, identity: Any, labels: LabelSet,
@@ -554,7 +588,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     from safetensors import SafetensorError
 
     bundle = Path(path)
-    verify_bundle(bundle)
+    verified = verify_bundle(bundle)
     try:
         config = BundleConfig(**_read_json(bundle, CONFIG))
     except (ValidationError, TypeError) as exc:
@@ -583,6 +617,14 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         stats = {k: v.numpy() for k, v in safetensors.torch.load_file(str(bundle / NORMALISATION)).items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(bundle, NORMALISATION, f"cannot read statistics ({exc})") from exc
+    adaptation_stats: dict[str, np.ndarray] = {}
+    if config.adaptation is not None:
+        if ADAPTATION not in verified:
+            raise BundleError(bundle, ADAPTATION, "config.json names an adaptation state but manifest.json lists no such file")
+        try:
+            adaptation_stats = {k: v.numpy() for k, v in safetensors.torch.load_file(str(bundle / ADAPTATION)).items()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(bundle, ADAPTATION, f"cannot read the adaptation state ({exc})") from exc
     return Bundle(
         path=bundle,
         config=config,
@@ -593,6 +635,7 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         metrics=_read_json(bundle, METRICS),
         card_markdown=_read_text(bundle, CARD),
         dimension_columns=columns,
+        adaptation_stats=adaptation_stats,
     )
 
 

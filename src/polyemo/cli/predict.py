@@ -32,6 +32,13 @@ def predict(
     precision: str = typer.Option("auto", help="encoder precision: auto (bf16 where the hardware computes it "
                                   "natively, else fp32), fp32, bf16 or int8; the model reads any of them"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    adapt: str = typer.Option(
+        "none", "--adapt", help="test-time adaptation, no labels used, the whole input as one batch: none, "
+        "prior (EM re-estimation of the class priors), uniform-prior, tent (entropy minimisation of the "
+        "normalisation), enrolled (per-speaker statistics of --enrol clips; speakers from a 'speaker' column "
+        "or one sub-folder per speaker)"),
+    enrol: Optional[int] = typer.Option(None, "--enrol", min=1, help="--adapt enrolled: enrolment clips per "
+                                        "speaker (default: the bundle's, else 5)"),
 ) -> None:
     """Predict the emotion of every recording in SOURCE: one output row per input.
 
@@ -51,6 +58,12 @@ def predict(
         raise typer.BadParameter("use auto, text or jsonl", param_hint="--format")
     if speaker_norm is not None and speaker_norm not in ("per-recording", "per-folder", "column"):
         raise typer.BadParameter("use per-recording, per-folder or column", param_hint="--speaker-norm")
+    from polyemo.predict.adapt import ADAPT_CHOICES, resolve_adapt
+
+    try:
+        resolve_adapt(adapt)
+    except ValueError:
+        raise typer.BadParameter(f"use {', '.join(ADAPT_CHOICES)}", param_hint="--adapt") from None
     try:
         recogniser = load_model(model, batch_size=batch_size, precision=precision)
     except BundleError as exc:
@@ -66,7 +79,7 @@ def predict(
     try:
         summary = predict_files(
             recogniser, source, output, speaker_norm=speaker_norm, segment=segment, resume=resume,
-            show_progress=progress, on_record=echo if output is None else None,
+            show_progress=progress, on_record=echo if output is None else None, adapt=adapt, enrol=enrol,
         )
     except (FileNotFoundError, ValueError, AudioError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -83,6 +96,8 @@ def predict(
             plot_timeline(record, target, recogniser.classes)
             err.print(f"timeline of {escape(str(record['path']))} -> {escape(str(target))}")
 
+    for text in summary.notes:
+        err.print(f"[yellow]{escape(text)}[/yellow]")
     note = f", {summary.skipped} already done" if summary.skipped else ""
     where = f" -> {summary.output}" if summary.output else ""
     colour = "red" if summary.failed else "green"

@@ -19,6 +19,7 @@ import numpy as np
 from polyemo.audio import SAMPLE_RATE, AudioError
 from polyemo.bundle import DIMENSION_OUTPUT, Bundle, BundleError, check_encoder_identity, read_bundle
 from polyemo.bundle import is_ensemble_bundle, read_ensemble_bundle
+from polyemo.predict.adapt import BatchAdaptation
 from polyemo.predict.encoder import check_shapes as _check_shapes
 from polyemo.predict.encoder import load_encoder as _load_encoder
 from polyemo.predict.inputs import AudioInput, AudioItem, audio_items, item_wave
@@ -111,6 +112,8 @@ class Recogniser:
         *,
         segment: bool | None = None,
         on_error: OnError = "raise",
+        adapt: str | None = None,
+        enrol: int | None = None,
     ) -> list[Prediction]:
         """Predict files and/or arrays (arrays at ``sample_rate``, default 16 kHz).
 
@@ -120,18 +123,34 @@ class Recogniser:
         ``segment`` forces (True) or prevents (False) voice-activity segmentation; by default
         recordings longer than the bundle's ``segment_above_seconds`` are segmented.
         ``on_error="record"`` returns failed inputs as predictions with ``error`` set instead
-        of raising :class:`~polyemo.audio.AudioError`.
+        of raising :class:`~polyemo.audio.AudioError`. ``adapt`` (issue 12): none, prior,
+        uniform-prior, tent or enrolled (``enrol`` clips per speaker; needs ``speakers``), with
+        all the inputs as one unlabelled batch (:mod:`polyemo.predict.adapt`).
         """
-        return self.run(audio_items(inputs, sample_rate, speakers, segment), on_error=on_error)
+        items = audio_items(inputs, sample_rate, speakers, segment)
+        adaptation = None if adapt in (None, "none") else BatchAdaptation(adapt, enrol)
+        if adaptation is not None and adaptation.name == "enrolled" and speakers is None:
+            raise ValueError("adapt='enrolled' needs speakers (one name per input)")
+        predictions = self.run(items, on_error=on_error, adaptation=adaptation)
+        if adaptation is not None:
+            import warnings
+
+            for note in adaptation.notes:
+                if "too small" in note or "plain predictions" in note:
+                    warnings.warn(note, stacklevel=2)
+        return predictions
 
     def run(self, items: Sequence[AudioItem], *, on_error: OnError = "record",
-            progress: Callable[[int], None] | None = None) -> list[Prediction]:
+            progress: Callable[[int], None] | None = None,
+            adaptation: BatchAdaptation | None = None) -> list[Prediction]:
         """Predict prepared items (the batch interface used by the CLI and the server).
 
         ``progress(n)`` is called with the number of recordings finished (encoded or failed)
-        as the work goes on.
+        as the work goes on. ``adaptation``: the call's items are one unlabelled batch for it.
         """
         advance = progress or (lambda n: None)
+        if adaptation is not None:
+            adaptation.check(self.bundle)
         predictions = [Prediction(source=item.source, group=item.group) for item in items]
         units: list[Unit] = []
         threshold = self.bundle.config.segment_above_seconds
@@ -146,11 +165,11 @@ class Recogniser:
                 predictions[index].error = str(exc)
                 advance(1)
         if units:
-            self._predict_units(units, items, predictions, on_error, advance)
+            self._predict_units(units, items, predictions, on_error, advance, adaptation)
         return predictions
 
     def _predict_units(self, units: list[Unit], items: Sequence[AudioItem], predictions: list[Prediction],
-                       on_error: OnError, advance: Callable[[int], None]) -> None:
+                       on_error: OnError, advance: Callable[[int], None], adaptation: BatchAdaptation | None = None) -> None:
         features, failed = self._encode(units, items, on_error, advance)
         for index, message in failed.items():
             predictions[index].error = message
@@ -162,7 +181,10 @@ class Recogniser:
         # Without a group a recording is its own group (its segments share statistics).
         groups = [items[u.item].group or own_group(u.item) for u in units]
         features, sources = self._normaliser(features, groups)
-        probabilities, dimensions = self._forward(features)
+        if adaptation is None:
+            probabilities, dimensions = self._forward(features)
+        else:  # issue 12: the call's recordings are one unlabelled batch
+            probabilities, dimensions = adaptation.apply(self, units, features, groups, predictions)
         assemble(units, probabilities, dimensions, sources, predictions, self.classes, self.dimensions)
 
     def _encode(self, units: list[Unit], items: Sequence[AudioItem], on_error: OnError,

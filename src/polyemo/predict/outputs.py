@@ -87,6 +87,9 @@ def _csv_row(record: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
         row["segments"] = segments
     row["group"] = record.get("group")
     row["norm_source"] = record.get("norm_source")
+    for name in ("adaptation", "enrolment"):  # --adapt runs only
+        if record.get(name) is not None:
+            row[name] = record.get(name)
     row["error"] = record.get("error")
     return row
 

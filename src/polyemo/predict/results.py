@@ -34,6 +34,10 @@ class Prediction:
     group: str | None = None
     norm_source: str | None = None
     error: str | None = None
+    #: test-time adaptation applied (``--adapt``; None: plain, the field is left out of records)
+    adaptation: str | None = None
+    #: ``--adapt enrolled``: this recording fed its speaker's statistics (it is predicted too)
+    enrolment: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -41,7 +45,7 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for dim in ("arousal", "valence", "dominance"):
+        for dim in ("arousal", "valence", "dominance", "adaptation", "enrolment"):
             if data[dim] is None:
                 del data[dim]
         return data

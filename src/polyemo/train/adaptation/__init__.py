@@ -74,6 +74,26 @@ def model_prior(estimator, train: SplitData) -> np.ndarray:
     return prior / prior.sum()
 
 
+def adaptation_state(estimator, train: SplitData) -> dict[str, np.ndarray]:
+    """What a deployed model needs from its TRAINING rows to adapt later (a bundle's
+    ``adaptation.safetensors``): ``source_prior`` (:func:`model_prior`) and ``feature_mean`` /
+    ``feature_std`` (L, D), the moments of the features as the head sees them (after the
+    normaliser and layer choice), onto which ``enrolled`` maps each speaker's statistics."""
+    prepared = estimator._prepare(train)
+    if prepared.is_frames:
+        raise ValueError("adaptation state is computed from pooled features; frame features are not supported")
+    x = np.asarray(prepared.features, dtype=np.float64)
+    return {"source_prior": model_prior(estimator, train), "feature_mean": x.mean(0), "feature_std": x.std(0)}
+
+
+def min_batch(name: str, num_classes: int) -> int:
+    """Recordings an unlabelled batch needs before ``name`` adapts to it: a batch smaller than
+    the number of classes cannot show a class prior (prior-em, uniform-prior), and entropy
+    minimisation on a handful of clips only makes each of them more confident (tent)."""
+    ADAPTERS.get(name)  # unknown names fail here
+    return max(2, int(num_classes))
+
+
 def normalise_rows(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, None)
     return p / p.sum(1, keepdims=True)
@@ -95,4 +115,5 @@ def adapt_batch(estimator, train: SplitData, batch: SplitData, adapter: Adapter 
     return adapter.adapt(estimator, batch, np.asarray(probabilities, dtype=np.float64))
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapt_batch", "make_adapter", "model_prior", "normalise_rows"]
+__all__ = ["ADAPTERS", "Adapter", "adapt_batch", "adaptation_state", "make_adapter", "min_batch", "model_prior",
+           "normalise_rows"]

@@ -34,7 +34,7 @@ def em_priors(probabilities: np.ndarray, source_prior: np.ndarray, *, max_iter: 
     return prior_t
 
 
-@ADAPTERS.register("prior-em", "prior_em", "em")
+@ADAPTERS.register("prior-em", "prior_em", "em", "prior")
 class PriorEM(Adapter):
     name = "prior-em"
     description = "label shift: EM re-estimation of the class priors on the unlabelled batch (Saerens et al. 2002)"
