@@ -48,6 +48,7 @@ from polyemo.experiment.loading import (  # noqa: F401  (re-exported: they used 
 from polyemo.experiment.specs import FinalModelSpec, SelectSpec
 from polyemo.experiment.dimensions import DimensionsSpec, expand_target  # noqa: E402  (issue 13)
 from polyemo.experiment.text_spec import TextSpec  # noqa: E402  (issue 13)
+from polyemo.experiment.adaptation_spec import AdaptationRunSpec  # noqa: E402  (issue 12)
 
 #: environment variables naming the folder that holds ``<corpus>/`` subfolders
 #: the categorical targets an experiment can predict
@@ -304,6 +305,9 @@ class ExperimentConfig(_Strict):
     dimensions: DimensionsSpec | None = None
     #: a transcript branch fused with the speech features (see polyemo.experiment.text_spec)
     text: TextSpec | None = None
+    #: test-time adapters scored beside the plain model, settings by an inner protocol (issue 12;
+    #: see polyemo.experiment.adaptation_spec)
+    adaptation: AdaptationRunSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -436,6 +440,8 @@ class ExperimentConfig(_Strict):
         data = self.resolved()
         data.pop("name", None)
         data.pop("final_model", None)  # an extra output: the folds' results do not depend on it
+        if data.get("adaptation") is None:  # runs without adapters keep their fingerprints
+            data.pop("adaptation", None)
         data["encoder"].pop("cache_dir", None)
         data["encoder"].pop("workers", None)
         data["encoder"].pop("batch_seconds", None)

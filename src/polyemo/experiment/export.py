@@ -192,9 +192,49 @@ def export_run(run: str | os.PathLike[str], bundle: str | os.PathLike[str], *, o
         "fold_choices": {name: {"test_groups": fold.get("info", {}).get("target"), **fold["selection"]}
                          for name, fold in fold_choices.items()},
     }
+    adaptation = bundle_adaptation(folder, final_run, card, metrics)  # issue 12
     json.dumps(metrics)  # fails here, not half-way through writing, if something is not JSON
     return export_estimator(
         bundle, bundleable(estimator), encoder=info.encoder, identity=info.identity,
         labels=LabelSet(**label_set), card=card, encoder_layers=info.encoder_layers,
-        metrics=metrics, overwrite=overwrite,
+        metrics=metrics, overwrite=overwrite, adaptation=adaptation,
     )
+
+
+def _run_path(folder: Path, run_id: str) -> Path:
+    return next(path for path in _runs(folder) if path.name == run_id)
+
+
+def bundle_adaptation(folder: Path, final_run: Path, card, metrics: dict[str, Any]):
+    """The final model's adaptation state (``final/adaptation.json``, issue 12) as the bundle's
+    :class:`~polyemo.bundle.AdaptationSpec` and arrays (None for a run without one), and each
+    run's adapted scores (``adaptation.json``) on the card: plain first, then every adapter."""
+    from polyemo.bundle import AdaptationSpec
+    from polyemo.experiment.adaptation import ADAPTATION_FILE, adaptation_markdown, read_final_adaptation
+
+    for path in _runs(folder):
+        scored = path / ADAPTATION_FILE
+        if not scored.is_file():
+            continue
+        record = json.loads(scored.read_text(encoding="utf-8"))
+        rows = record["scores"]
+        fold_info = {n: json.loads((path / "folds" / n / "fold.json").read_text(encoding="utf-8"))
+                     for n in rows["plain"]["folds"]}
+        card.sections[f"Test-time adaptation (run `{path.name}`)"] = adaptation_markdown(
+            rows, list(rows["plain"]["folds"]), fold_info, record["primary"], record.get("choose_by")).split("\n", 2)[2]
+        metrics.setdefault("adaptation", {})[path.name] = record
+    found = read_final_adaptation(final_run)
+    if found is None:
+        return None
+    record, arrays = found
+    spec = AdaptationSpec(settings=record["settings"], chosen_by=record["chosen_by"], selection=record["selection"],
+                          ships=record["ships"], n_rows=int(record["n_rows"]))
+    ships = spec.ships
+    for run_id, scored in (metrics.get("adaptation") or {}).items():
+        rows, protocol = scored["scores"], RunResult.load(_run_path(folder, run_id)).protocol
+        value = rows.get(ships, {}).get("mean_of_folds", {}).get(scored["primary"]) if ships else None
+        if value is not None and protocol == "leave_one_language_out":
+            name = {"macro_f1": "macro-F1", "ua": "UA"}.get(scored["primary"], scored["primary"])
+            card.scores[f"leave-one-language-out {name} + {ships}, mean over languages"] = value
+    metrics["adaptation_state"] = {k: v for k, v in record.items() if k != "final_sha256"}
+    return spec, arrays

@@ -66,7 +66,7 @@ RUN_OUTPUTS = (
     "config.yaml", "config.json", PLAN_FILE, "manifest.csv", "feature_failures.csv", "corpus_failures.csv",
     "predictions.csv", "metrics.json", "metrics.md", "metrics_confusion.png", "by_corpus.json", "layer_weights.png",
     "layer_selection.png", "cross_corpus.png", "cross_corpus.csv", "cross_corpus_cells.csv", "report.md", "dimensions.md",
-    RUN_FILE,
+    "adaptation.json", "adaptation.md", RUN_FILE,
 )
 
 
@@ -154,6 +154,12 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
         add_dimension_columns(frame, prediction.outputs, None if test_data.avd is None else test_data.avd[scored],
                               config.dimensions, None if test_data.gender is None else test_data.gender[scored])
     write_table(fold_dir / "predictions.csv", frame)
+    adaptation = None
+    if config.adaptation is not None:  # issue 12: each adapter on the unlabelled test batch, beside the plain
+        from polyemo.experiment.adaptation import adapt_fold
+
+        adaptation = adapt_fold(config, fitted, inputs, train_rows, val_rows, test_data, scored,
+                                prediction.probabilities, frame, fold_classes, classes, fold_dir)
 
     weights = estimator.layer_weights()
     summary = {
@@ -175,6 +181,7 @@ def run_fold(config: ExperimentConfig, fold, parts: dict[str, pd.DataFrame], inp
         "layer_weights": None if weights is None else np.asarray(weights).tolist(),
         "seconds": round(time.perf_counter() - started, 3),
         "info": fold.info,
+        **({"adaptation": adaptation} if adaptation is not None else {}),
     }
     write_json(fold_dir / FOLD_FILE, summary)  # last: the fold is finished
     return frame
@@ -205,6 +212,7 @@ def run_experiment(
         previous = RunResult.load(done)
         if previous.fingerprint == config.fingerprint():
             train_final_model(config, out, progress=progress)  # only with final_model; reused when current
+            _final_adaptation(config, out, None)
             return previous
     write_config(out, config)
 
@@ -244,6 +252,12 @@ def run_experiment(
     # score -> report -> result.json (last: the run is complete)
     scores = score_run(plan, predictions, fold_info, seconds, out)
     write_run_report(out, plan, scores, fold_info, feature_failures=inputs.n_failed)
+    if config.adaptation is not None:  # issue 12: plain first, each adapter beside it (adaptation.md)
+        from polyemo.experiment.adaptation import plain_scores, score_adaptations
+
+        section = score_adaptations(config, out, [f.name for f in plan.split.folds], plan.classes,
+                                    plain_scores(scores.result), fold_info)
+        write_text(out / "report.md", (out / "report.md").read_text(encoding="utf-8").rstrip() + "\n\n" + section)
     if scores.dimensions is not None:  # issue 13: CCC / Pearson / MAE per attribute with intervals
         from polyemo.experiment.dimensions import dimension_markdown
 
@@ -253,4 +267,21 @@ def run_experiment(
     result.files.append(RUN_FILE)
     write_json(out / RUN_FILE, result.model_dump(mode="json"))
     train_final_model(config, out, inputs, progress=progress)  # only with final_model (the deployable model)
+    _final_adaptation(config, out, inputs)
     return result
+
+
+def _final_adaptation(config: ExperimentConfig, out: Path, inputs: InputProvider | None) -> None:
+    """What the final model's bundle needs to adapt at prediction time (issue 12; final/adaptation.json)."""
+    if config.final_model:
+        from polyemo.experiment.adaptation import write_final_adaptation
+
+        try:
+            write_final_adaptation(config, out, inputs)
+        except Exception as exc:  # noqa: BLE001 - without an adaptation block it is an optional extra
+            if config.adaptation is not None:
+                raise
+            import warnings
+
+            warnings.warn(f"{out}: no adaptation state for the final model's bundle ({type(exc).__name__}: {exc})",
+                          stacklevel=2)
