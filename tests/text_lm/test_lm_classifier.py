@@ -118,3 +118,24 @@ def test_a_missing_lm_is_a_clear_error(tmp_path):
     model = estimator(tmp_path / "no-such-lm", epochs=1)
     with pytest.raises(ValueError, match="no-such-lm"):
         model.fit(text_split(*toy_text(1, 0)), text_split(*toy_text(1, 1)))
+
+
+def test_repeated_texts_are_run_once_with_the_same_outputs_and_gradients(tiny_lms):
+    model = estimator(tiny_lms["llama"], epochs=1)
+    model.fit(text_split(*toy_text(1, 0)), text_split(*toy_text(1, 1)))
+    net = model.model
+    ids = [net.backbone.token_ids(t, "en") for t in ["so happy", "i am angry", "so happy", "so happy"]]
+    calls = []
+    handle = net.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    shared = net(ids, [None] * 4)["emotion"]
+    handle.remove()
+    assert calls == [2]
+    separate = torch.cat([net._forward([i], [None])["emotion"] for i in ids])
+    torch.testing.assert_close(shared, separate, atol=1e-5, rtol=1e-5)
+    lora = next(p for n, p in net.named_parameters() if "lora_A" in n)
+    grads = []
+    for out in (shared, separate):
+        net.zero_grad()
+        (out if out is separate else net(ids, [None] * 4)["emotion"]).sum().backward()
+        grads.append(lora.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)

@@ -83,7 +83,17 @@ class ZeroShotLM:
         return ids[-self.config.max_prompt_tokens:]
 
     def log_likelihoods(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, C) log-likelihood of each class's answer after each text's prompt."""
+        """(N, C) log-likelihood of each class's answer after each text's prompt (each
+        distinct text is scored once)."""
+        texts = [str(t) for t in texts]
+        distinct = list(dict.fromkeys(texts))
+        if len(distinct) < len(texts):
+            scores = self._log_likelihoods(distinct)
+            row = {t: i for i, t in enumerate(distinct)}
+            return scores[[row[t] for t in texts]]
+        return self._log_likelihoods(texts)
+
+    def _log_likelihoods(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
         rows = [(i, c) for i in range(len(texts)) for c in range(len(self.classes))]
         prompts = [self.prompt_ids(str(t)) for t in texts]

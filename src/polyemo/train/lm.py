@@ -106,6 +106,18 @@ class LMClassifier(nn.Module):
         self.adapter = adapter
 
     def forward(self, ids: list[list[int]], speech: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
+        if self.adapter is None:
+            # text alone: identical token sequences (one sentence read in many emotions) give
+            # identical states, so each is run once and its outputs shared (gradients add up)
+            unique: dict[tuple[int, ...], int] = {}
+            where = [unique.setdefault(tuple(row), len(unique)) for row in ids]
+            if len(unique) < len(ids):
+                out = self._forward([list(u) for u in unique], [None] * len(unique))
+                index = torch.tensor(where, device=self.head.out.weight.device)
+                return {k: v[index] for k, v in out.items()}
+        return self._forward(ids, speech)
+
+    def _forward(self, ids: list[list[int]], speech: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
         device = self.head.out.weight.device
         embed = self.backbone.embed
         pieces = []

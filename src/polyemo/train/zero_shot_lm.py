@@ -16,6 +16,7 @@ Head params: the :class:`~polyemo.text_lm.ZeroShotConfig` fields (``model`` or `
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from polyemo.train.trainer import Trainer
 
 INFO_FILE = "zero_shot.json"
 HEAD_KEYS = ("calibrate", "dropout")
+#: scores by (LM config, classes) -> text, shared by the folds of a process
+_SCORES: dict[str, dict[str, np.ndarray]] = {}
 
 
 @ESTIMATORS.register("zero-shot-lm")
@@ -52,8 +55,30 @@ class ZeroShotLMEstimator(Trainer):
         if self._scorer is None:
             from polyemo.text_lm import ZeroShotLM
 
-            self._scorer = ZeroShotLM(self.zero_shot, self.class_names)
+            config = self.zero_shot
+            if config.local_files_only and not Path(config.model).expanduser().exists():
+                # a packaged or cached model by name (e.g. whisper-base: its decoder as the LM)
+                import polyemo.encoders.whisper  # noqa: F401  (registers the packaged Whisper folders)
+                from polyemo.encoders.hf import ModelNotFoundError, resolve_model
+
+                try:
+                    config = config.model_copy(update={"model": str(resolve_model(config.model).path)})
+                except ModelNotFoundError as error:
+                    raise ValueError(f"zero-shot LM {config.model!r}: {error}") from None
+            self._scorer = ZeroShotLM(config, self.class_names)
         return self._scorer
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """(N, C) log-likelihoods; texts already scored by this LM and prompt in this process
+        (the same sentences in every fold) are read from memory."""
+        key = json.dumps([self.zero_shot.model_dump(mode="json"), self.class_names], sort_keys=True)
+        memo = _SCORES.setdefault(key, {})
+        if len(_SCORES) > 4:
+            _SCORES.pop(next(iter(_SCORES)))
+        todo = list(dict.fromkeys(t for t in texts if t not in memo))
+        if todo:
+            memo.update(zip(todo, self.scorer().log_likelihoods(todo)))
+        return np.array([memo[t] for t in texts], np.float32).reshape(len(texts), self.num_classes)
 
     def log_likelihoods(self, data: SplitData) -> SplitData:
         """The rows as (N, 1, C) class log-likelihoods (the calibrating head's features)."""
@@ -62,7 +87,7 @@ class ZeroShotLMEstimator(Trainer):
         if not data.is_frames:
             raise DataError("the zero_shot_lm head reads 'features: lm' rows (texts), got pooled features")
         texts = [unpack_row(row)[0] for row in data.features]
-        scores = self.scorer().log_likelihoods(texts).astype(np.float32) if texts else np.zeros((0, self.num_classes), np.float32)
+        scores = self.scores(texts)
         return data.with_features(scores[:, None, :])
 
     def fit(self, train: SplitData, val: SplitData) -> FitReport:
