@@ -99,9 +99,9 @@ class Tent(Adapter):
             raise DataError("tent adapts pooled features; frame features are not supported")
         logits = logit_function(estimator)
         x = torch.as_tensor(np.asarray(prepared.features, dtype=np.float32))
-        shape = x.shape[1:]
-        beta = torch.zeros(shape, requires_grad=True)
-        gamma = torch.zeros(shape, requires_grad=True)
+        start_beta, start_gamma = self._start(x)
+        beta = start_beta.clone().requires_grad_(True)
+        gamma = start_gamma.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([beta, gamma], lr=self.lr)
         dtype = torch.float64 if getattr(estimator, "model", None) is None else torch.float32
         frozen = [q for q in getattr(getattr(estimator, "model", None), "parameters", lambda: [])() if q.requires_grad]
@@ -117,6 +117,12 @@ class Tent(Adapter):
             torch.set_num_threads(threads)
         self.shift, self.log_scale = beta.detach().numpy(), gamma.detach().numpy()
         return out
+
+    def _start(self, x):
+        """Shift and log-scale the steps start from: the identity (the training statistics)."""
+        import torch
+
+        return torch.zeros(x.shape[1:]), torch.zeros(x.shape[1:])
 
     def _steps(self, logits, x, beta, gamma, optimiser, dtype) -> np.ndarray:
         import torch
