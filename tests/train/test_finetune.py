@@ -26,9 +26,14 @@ NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=
 
 
 def _configs():
-    from transformers import WavLMConfig, WhisperConfig
+    from transformers import Wav2Vec2Config, WavLMConfig, WhisperConfig
 
     return {
+        # a pre-norm ("stable layer norm") encoder: its last returned state has the final norm
+        "w2v_stable": Wav2Vec2Config(feat_extract_norm="layer", do_stable_layer_norm=True, hidden_size=16,
+                                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **TINY_CONV,
+                                     **NO_DROPOUT),
         "wavlm": WavLMConfig(feat_extract_norm="group", num_buckets=32, max_bucket_distance=80, hidden_size=16,
                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                              num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **TINY_CONV, **NO_DROPOUT),
@@ -223,14 +228,15 @@ def test_frozen_prefix_cache_gives_the_same_model(tiny):
     np.testing.assert_allclose(runs[True][1], runs[False][1], atol=1e-5)
 
 
-def test_model_stops_at_the_hidden_state_read(tiny, monkeypatch):
+@pytest.mark.parametrize("family", ["whisper", "wavlm", "w2v_stable"])
+def test_model_stops_at_the_hidden_state_read(tiny, family):
     """Blocks above the layer the head reads never run, and its pooled state is the one a
     full run of every block gives."""
     from polyemo.train.finetuning.loop import build_model
 
     calls: dict[int, int] = {}
-    full = build_model(FinetuneSettings(encoder=str(tiny["whisper"]), layer=-1), 3).eval()
-    short = build_model(FinetuneSettings(encoder=str(tiny["whisper"]), layer=1), 3).eval()
+    full = build_model(FinetuneSettings(encoder=str(tiny[family]), layer=-1), 3).eval()
+    short = build_model(FinetuneSettings(encoder=str(tiny[family]), layer=1), 3).eval()
     for index, block in enumerate(short.encoder.blocks()):
         block.register_forward_hook(lambda *_, i=index: calls.__setitem__(i, calls.get(i, 0) + 1))
     waves = [w[0, :, 0] for w in clips(4, 5).features]
@@ -240,8 +246,10 @@ def test_model_stops_at_the_hidden_state_read(tiny, monkeypatch):
         states, lengths = full.encoder(inputs)  # every block (weights identical: same pretrained folder)
     from polyemo.train.finetuning.model import masked_mean
 
-    assert calls == {0: 1}  # block 1 (above hidden state 1) never ran
+    # block 1 (above hidden state 1) never ran (a pre-norm encoder runs it: its state 1 is raw)
+    assert len(states) == 3 and calls == ({0: 1, 1: 1} if family == "w2v_stable" else {0: 1})
     assert torch.equal(got, masked_mean(states[1], lengths))
+    assert len(short.encoder.blocks()) == 2  # the encoder is whole again after the forward
     # and nothing above the layer read is trained
     assert not any(p.requires_grad for p in short.encoder.blocks()[1].parameters())
 

@@ -106,6 +106,8 @@ class SSLTrainable(TrainableEncoder):
         self.num_layers = config.num_hidden_layers + 1
         self.hidden_size = config.hidden_size
         self.checkpointing = False
+        # pre-norm ("stable") encoders apply a final layer norm to the last state they return
+        self.stable_layer_norm = bool(getattr(config, "do_stable_layer_norm", False))
 
     def prepare(self, waves: list[np.ndarray]) -> dict[str, Any]:
         lengths = [w.size for w in waves]
@@ -128,7 +130,16 @@ class SSLTrainable(TrainableEncoder):
         mask = None
         if not self.group_norm and int(samples.min()) < values.shape[1]:
             mask = (torch.arange(values.shape[1])[None, :] < samples[:, None]).long().to(values.device)
-        output = self.model(values, attention_mask=mask, output_hidden_states=True)
+        # stop at hidden state ``last``: the encoder runs only the blocks under it (a pre-norm
+        # encoder one more, so that state ``last`` is the raw block output a full run returns)
+        layers = self.model.encoder.layers
+        keep = len(layers) if last is None else min(len(layers), last + int(self.stable_layer_norm))
+        if keep < len(layers):
+            self.model.encoder.layers = layers[:keep]
+        try:
+            output = self.model(values, attention_mask=mask, output_hidden_states=True)
+        finally:
+            self.model.encoder.layers = layers
         lengths = self.model._get_feat_extract_output_lengths(samples).to(values.device)
         return list(output.hidden_states), lengths
 
