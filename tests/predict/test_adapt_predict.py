@@ -125,6 +125,10 @@ def test_a_one_file_batch_keeps_plain_predictions_with_a_message(recogniser, shi
     assert adapted.records[0]["adaptation"].startswith("none (batch of 1 < 4")
     np.testing.assert_allclose(_probs(adapted.records), _probs(plain.records), atol=1e-6)
     assert via_api[0].adaptation.startswith("none (batch of 1")
+    from polyemo.predict import adapt_predictions
+
+    batch = adapt_predictions(recogniser, list(shifted["path"]), "uniform-prior")
+    assert all(p.adaptation.startswith("uniform-prior") for p in batch)
 
 
 def test_enrolled_marks_enrolment_clips_and_predicts_them_too(recogniser, shifted, tmp_path):

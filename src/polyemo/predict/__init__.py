@@ -15,12 +15,14 @@ which it got (``norm_source``).
 Stages, one module each: :mod:`~polyemo.predict.inputs` (files, folders, lists, arrays,
 uploads -> items) -> :mod:`~polyemo.predict.engine` (the recogniser; with
 :mod:`~polyemo.predict.units` for segmenting and :mod:`~polyemo.predict.normalise` for
-groups) -> :mod:`~polyemo.predict.results` (what comes back) -> :mod:`~polyemo.predict.outputs`
+groups; :mod:`~polyemo.predict.adapt` for test-time adaptation of a batch) ->
+:mod:`~polyemo.predict.results` (what comes back) -> :mod:`~polyemo.predict.outputs`
 (resumable JSONL/CSV, terminal lines) and :mod:`~polyemo.predict.plots`;
 :mod:`~polyemo.predict.files` runs inputs -> engine -> outputs for ``polyemo predict``. The
 server (:mod:`polyemo.serve`) calls the same engine.
 """
 
+from polyemo.predict.adapt import ADAPT_CHOICES, BatchAdaptation, adapt_predictions
 from polyemo.predict.engine import OnError, Recogniser, default_model_path, load_model
 from polyemo.predict.files import FileRunSummary, predict_files
 from polyemo.predict.inputs import (
@@ -43,7 +45,8 @@ from polyemo.predict.units import duration_weighted_mean
 from polyemo.segment import VadConfig
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "EMOTION_COLOURS", "LIST_SUFFIXES", "AudioInput", "AudioItem", "FileRunSummary",
+    "ADAPT_CHOICES", "AUDIO_EXTENSIONS", "BatchAdaptation", "EMOTION_COLOURS", "adapt_predictions",
+    "LIST_SUFFIXES", "AudioInput", "AudioItem", "FileRunSummary",
     "GroupNormaliser", "InputFile", "OnError", "Prediction", "Recogniser", "ResumableOutput", "SegmentPrediction",
     "SpeakerNorm", "UnusableUpload", "VadConfig", "audio_items", "collect_inputs", "decode_upload",
     "default_model_path", "duration_weighted_mean", "json_line", "load_model", "partial_path", "plot_timeline",

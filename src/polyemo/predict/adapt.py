@@ -209,6 +209,12 @@ class BatchAdaptation:
             predictions[r].adaptation = text
 
 
+def adapt_predictions(recogniser: Recogniser, inputs, adapt: str, *, speakers=None, enrol: int | None = None,
+                      sample_rate: int | None = None, segment: bool | None = None) -> list[Prediction]:
+    """``Recogniser.predict`` of ``inputs`` as one unlabelled batch adapted by ``adapt`` (see the module)."""
+    return recogniser.predict(inputs, sample_rate, speakers, segment=segment, adapt=adapt, enrol=enrol)
+
+
 def enrolled_groups_required(paths: Sequence[str], groups: Sequence[str | None], source: str) -> None:
     """``--adapt enrolled`` needs speakers: raise a clear error when the input has none."""
     if not any(g is not None for g in groups):
