@@ -85,3 +85,27 @@ def test_the_exported_bundle_stores_the_chosen_settings(adapted_run, tmp_path):
     assert "Test-time adaptation" in bundle.card_markdown and "plain (no adaptation)" in bundle.card_markdown
     if spec.ships is not None:
         assert any(spec.ships in key for key in bundle.config.card.scores)
+
+
+def test_a_run_without_adapters_still_bundles_the_state_with_default_strengths(shared_corpora, tmp_path):
+    """Every final model's bundle can adapt: the source prior is always stored; without an
+    inner choice the settings are strength 1.0, and the bundle says so."""
+    from polyemo.bundle import read_bundle
+    from polyemo.experiment.export import export_run
+    from polyemo.predict.adapt import adapter_settings
+
+    config = {
+        "name": "tiny-plain", "corpora": ["emodb", "emovo"], "corpora_root": str(shared_corpora), "labels": "poleval6",
+        "protocol": "leave_one_language_out", "encoder": {"name": "whisper-base", "layers": [3]},
+        "head": {"name": "logreg", "params": {"C": 0.1}}, "normalisation": "global",
+        "limit": {"per_corpus": 40}, "metrics": {"n_boot": 20}, "seed": 0, "final_model": True,
+    }
+    result = run_experiment(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "adaptation.json").exists() and "Test-time adaptation" not in (
+        tmp_path / "run" / "report.md").read_text()
+    bundle = read_bundle(export_run(tmp_path / "run", tmp_path / "bundle"))
+    spec = bundle.config.adaptation
+    assert spec.settings == {} and spec.ships is None and spec.chosen_by.startswith("default settings (strength 1.0)")
+    assert spec.n_rows == result.n_utterances
+    settings, source = adapter_settings(bundle, "prior-em")
+    assert settings == {"strength": 1.0} and source.startswith("default strength 1.0")
