@@ -48,3 +48,21 @@ def test_lm_refuses_a_normaliser(shared_corpora, tmp_path, tiny_lms):
               "normalisation": "global"}
     with pytest.raises((ValueError, ExperimentError), match="normalisation must be none"):
         run_experiment(config, tmp_path / "bad", progress=False)
+
+
+def test_speech_text_member_on_frames(shared_corpora, tmp_path, tiny_lms):
+    """fusion: cross_attention: the adapter's queries attend over one layer's frames (eGeMAPS LLDs here)."""
+    from polyemo.experiment import run_experiment
+    from polyemo.experiment.inputs import load_inputs
+    from polyemo.experiment import load_experiment
+    from polyemo.text_lm.rows import unpack_row
+
+    config = _config(shared_corpora, tmp_path, tiny_lms["llama"], {"source": "text", "fusion": "cross_attention"},
+                     params={"queries": 2})
+    config["encoder"] = {"name": "egemaps-lld", "layers": [0], "cache_dir": str(tmp_path / "features")}
+    config["limit"] = {"per_corpus": 24}
+    inputs = load_inputs(load_experiment(config))
+    _, _, speech = unpack_row(inputs.array[0])
+    assert speech.shape[1] == 25 and speech.shape[0] > 50  # frames of the clip, 25 LLDs each
+    result = run_experiment(config, tmp_path / "frames", progress=False)
+    assert result.n_utterances == 24 and 0 <= result.primary <= 1

@@ -68,7 +68,7 @@ class SpeechQueryAdapter(nn.Module):
     ``queries: 0`` projects every speech token (no attention).
     """
 
-    def __init__(self, speech_dim: int, lm_dim: int, queries: int = 4, positions: int = 64,
+    def __init__(self, speech_dim: int, lm_dim: int, queries: int = 4, positions: int = 1500,
                  heads: int = 4, embedding_norm: float = 1.0) -> None:
         super().__init__()
         width = speech_dim if speech_dim % heads == 0 else heads * math.ceil(speech_dim / heads)

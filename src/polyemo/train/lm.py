@@ -70,7 +70,8 @@ class LMSettings(BaseModel):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     lora_lr: float | None = Field(None, gt=0)
     queries: int = Field(4, ge=0)
-    speech_positions: int = Field(64, ge=1)
+    #: position embeddings of the speech adapter: the most speech tokens a row may have (1500: Whisper's 30 s of frames)
+    speech_positions: int = Field(1500, ge=1)
     attention_dim: int = 128
     hidden_dim: int = 256
     num_layers: int = 1
