@@ -35,7 +35,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES: list[tuple[str, ...]] = [
     ("polyemo", "polyemo.registry", "polyemo.io", "polyemo.paths", "polyemo.numbers", "polyemo.progress",
      "polyemo.metrics", "polyemo.report"),
-    ("polyemo.audio", "polyemo.segment"),
+    ("polyemo.audio", "polyemo.segment", "polyemo.augment"),
     ("polyemo.manifest",),
     ("polyemo.labels", "polyemo.stats"),
     ("polyemo.corpora",),

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from polyemo.augment import AugmentSpec
 from polyemo.experiment.loading import (  # noqa: F401  (re-exported: they used to live here)
     CORPORA_ENV,
     ConfigError,
@@ -163,6 +164,9 @@ class EncoderSpec(_Strict):
     batch_seconds: float = Field(60.0, gt=0)
     frame_dtype: Literal["float16", "float32"] = "float16"
     cache_dir: Path | None = None
+    #: training rows also get features of augmented copies of their audio (polyemo.augment;
+    #: each copy cached once); validation and test rows never do
+    augment: AugmentSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -443,6 +447,8 @@ class ExperimentConfig(_Strict):
         if data.get("adaptation") is None:  # runs without adapters keep their fingerprints
             data.pop("adaptation", None)
         data["encoder"].pop("cache_dir", None)
+        if data["encoder"].get("augment") is None:  # configs without augmentation keep their fingerprints
+            data["encoder"].pop("augment", None)
         data["encoder"].pop("workers", None)
         data["encoder"].pop("batch_seconds", None)
         data["training"] = {k: v for k, v in data["training"].items() if k not in ("show_progress", "device")}

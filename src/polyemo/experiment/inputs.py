@@ -15,6 +15,7 @@ configuration to its provider, for a run that needs its inputs again (its final 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -61,6 +62,15 @@ class InputProvider(ABC):
         target indices over ``classes``, each row's class mask (``masks`` by corpus; all
         classes where its corpus has none), speakers, ids and gender codes."""
 
+    def training_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray],
+                      augment: Any = None):
+        """What a fit trains on: :meth:`split_data` of ``rows``, plus augmented copies where the
+        experiment asks for them (``augment``: its ``encoder.augment``) and this provider has them."""
+        if augment is not None:
+            raise ExperimentError(f"{type(self).__name__} has no augmented copies (encoder.augment is for "
+                                  "pooled or frame features of the feature cache)")
+        return self.split_data(rows, classes, masks)
+
     def _split_data(self, rows: pd.DataFrame, features, classes: list[str], masks: dict[str, np.ndarray]):
         from polyemo.train import SplitData
 
@@ -90,14 +100,41 @@ class CachedFeatures(InputProvider):
         #: rows of the requested manifest left out because the encoder could not use them
         self.n_failed = n_failed
         self.row_of = {u: i for i, u in enumerate(manifest["utt_id"].astype(str))}
+        #: features of augmented copies (``encoder.augment``), each aligned with ``manifest``
+        #: (NaN / None where a copy failed), and the settings that made them
+        self.augmented: list[Any] = []
+        self.augment_spec: dict[str, Any] | None = None
+
+    def _rows(self, array, index: np.ndarray):
+        return array[index] if isinstance(array, np.ndarray) else [array[i] for i in index]
 
     def split_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray]):
         index = np.array([self.row_of[u] for u in rows["utt_id"].astype(str)], dtype=np.int64)
-        if isinstance(self.array, np.ndarray):
-            features = self.array[index]
-        else:
-            features = [self.array[i] for i in index]
-        return self._split_data(rows, features, classes, masks)
+        return self._split_data(rows, self._rows(self.array, index), classes, masks)
+
+    def training_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray],
+                      augment: Any = None):
+        plain = self.split_data(rows, classes, masks)
+        if augment is None:
+            return plain
+        wanted = augment.model_dump(mode="json") if hasattr(augment, "model_dump") else dict(augment)
+        if self.augment_spec != wanted:
+            raise ExperimentError(f"the inputs hold augmented copies made with {self.augment_spec}, the fit asks for "
+                                  f"{wanted}: extract the inputs with the experiment's encoder.augment")
+        from polyemo.train import SplitData
+
+        index = np.array([self.row_of[u] for u in rows["utt_id"].astype(str)], dtype=np.int64)
+        parts = [plain]
+        for copy, array in enumerate(self.augmented):
+            if isinstance(array, np.ndarray):
+                keep = np.flatnonzero(np.isfinite(array[index]).all(axis=(1, 2)))
+            else:
+                keep = np.flatnonzero([array[i] is not None for i in index])
+            part = self._split_data(rows.iloc[keep], self._rows(array, index[keep]), classes, masks)
+            # copies are other rows of the same speakers and labels; their ids say which copy
+            parts.append(dataclasses.replace(part, utt_ids=np.array([f"{u}#augment{copy}" for u in part.utt_ids],
+                                                                     dtype=object)))
+        return SplitData.concat(parts)
 
     @classmethod
     def extract(cls, name: str, manifest: pd.DataFrame, request: FeatureRequest, encoder, *, progress: bool,
@@ -131,7 +168,33 @@ class CachedFeatures(InputProvider):
         provider = cls(manifest[ok].reset_index(drop=True), array, list(extracted.layers),
                        identity=dict(extracted.encoder), n_failed=int((~ok).sum()))
         provider.dimensions = request.dimensions
+        if request.augment is not None:
+            provider._extract_augmented(name, request, encoder, progress=progress)
         return provider
+
+    def _extract_augmented(self, name: str, request: FeatureRequest, encoder, *, progress: bool) -> None:
+        """Features of every augmented copy of every row, each copy cached in its own store."""
+        from polyemo.augment import AugmentSpec
+        from polyemo.cache import features
+        from polyemo.encoders import get_encoder
+        from polyemo.encoders.augmented import AugmentedEncoder
+
+        spec = AugmentSpec(**request.augment)
+        base = get_encoder(request.encoder, **request.options) if encoder is None or isinstance(encoder, str) else encoder
+        for copy in range(spec.copies):
+            try:
+                extracted = features(
+                    self.manifest, AugmentedEncoder(base, spec, copy), layers=request.layers, kind=request.kind,
+                    cache_dir=request.cache_dir, workers=request.workers, batch_seconds=request.batch_seconds,
+                    progress=progress, frame_dtype=request.frame_dtype, failures_path=None,
+                )
+            except (ValueError, KeyError, FileNotFoundError) as error:
+                raise ExperimentError(f"experiment {name!r}: augmented copy {copy}: {error}") from None
+            if list(extracted.layers) != list(self.layers):
+                raise ExperimentError(f"experiment {name!r}: augmented copy {copy} has layers {extracted.layers}, "
+                                      f"the plain features {self.layers}")
+            self.augmented.append(extracted.array)
+        self.augment_spec = spec.model_dump(mode="json")
 
 
 #: feature kinds the feature cache serves; any other kind K is served by the ``PROVIDER`` of

@@ -46,6 +46,8 @@ class FeatureRequest(BaseModel):
     dimensions: dict[str, Any] | None = None
     #: the text branch of speech + text inputs (``TextSpec`` as a dict; issue 13)
     text: dict[str, Any] | None = None
+    #: augmented copies for training rows (``AugmentSpec`` as a dict; issue 12)
+    augment: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, config: ExperimentConfig) -> FeatureRequest:
@@ -55,7 +57,8 @@ class FeatureRequest(BaseModel):
                    cache_dir=encoder.cache_dir, workers=encoder.workers, batch_seconds=encoder.batch_seconds,
                    frame_dtype=encoder.frame_dtype,
                    dimensions=None if config.dimensions is None else config.dimensions.model_dump(mode="json"),
-                   text=None if config.text is None else config.text.model_dump(mode="json"))
+                   text=None if config.text is None else config.text.model_dump(mode="json"),
+                   augment=None if encoder.augment is None else encoder.augment.model_dump(mode="json"))
 
 
 @dataclass

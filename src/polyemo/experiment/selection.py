@@ -226,7 +226,7 @@ def fit_on_training(config: ExperimentConfig, train_rows: pd.DataFrame, val_rows
     masks = fold_class_masks(pd.concat([train_rows, val_rows]), classes)
     positions = layer_positions(config, inputs.layers)
     encoder_layers = [int(inputs.layers[i]) for i in (positions if positions is not None else range(len(inputs.layers)))]
-    train = restrict(inputs.split_data(train_rows, classes, masks), positions)
+    train = restrict(inputs.training_data(train_rows, classes, masks, config.encoder.augment), positions)
     val = restrict(inputs.split_data(val_rows, classes, masks), positions)
     head_config = config.head.head_config()
 
