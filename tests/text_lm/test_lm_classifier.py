@@ -139,3 +139,19 @@ def test_repeated_texts_are_run_once_with_the_same_outputs_and_gradients(tiny_lm
         (out if out is separate else net(ids, [None] * 4)["emotion"]).sum().backward()
         grads.append(lora.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_speech_adapter_standardises_tokens_per_position():
+    from polyemo.heads.lm import SpeechQueryAdapter
+
+    torch.manual_seed(0)
+    tokens = [torch.randn(3, 4) for _ in range(20)]
+    scaled = [t * torch.tensor([1000.0, 1.0, 0.01, 5.0]) + 300.0 for t in tokens]  # raw statistics of wild scales
+    adapter = SpeechQueryAdapter(4, 8, queries=2)
+    adapter.fit_standardiser(tokens)
+    assert adapter.mean.shape == (3, 4)
+    expected = adapter(torch.stack(tokens[:5]), torch.full((5,), 3))
+    adapter.fit_standardiser(scaled)
+    torch.testing.assert_close(adapter(torch.stack(scaled[:5]), torch.full((5,), 3)), expected, atol=1e-4, rtol=1e-4)
+    adapter.fit_standardiser([torch.randn(n, 4) for n in (2, 5, 7)])  # frames of different lengths: one for all
+    assert adapter.mean.shape == (1, 4)

@@ -79,13 +79,26 @@ class SpeechQueryAdapter(nn.Module):
         self.attention = nn.MultiheadAttention(width, heads, batch_first=True) if queries else None
         self.out = nn.Linear(width, lm_dim)
         self.register_buffer("scale", torch.tensor(float(embedding_norm)))
+        # speech-token standardisation, fitted on training rows (:meth:`fit_standardiser`);
+        # (1, D): one for every token, (S, D): one per token position (pooled layer states)
+        self.register_buffer("mean", torch.zeros(1, speech_dim))
+        self.register_buffer("std", torch.ones(1, speech_dim))
+
+    def fit_standardiser(self, tokens: Sequence[torch.Tensor]) -> None:
+        """Per-dimension mean and std of the training rows' speech tokens (per position when
+        every row has the same number of tokens, e.g. one per encoder layer)."""
+        lengths = {int(t.shape[0]) for t in tokens}
+        stacked = torch.stack(list(tokens)) if len(lengths) == 1 and max(lengths) <= 64 else torch.cat(list(tokens))[None]
+        mean, std = stacked.mean(0), stacked.std(0, unbiased=False).clamp_min(1e-5)
+        self.mean, self.std = mean.to(self.mean), std.to(self.std)
 
     def forward(self, speech: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n = speech.shape[1]
         if n > self.position.shape[0]:
             raise ValueError(f"{n} speech tokens but the adapter has {self.position.shape[0]} positions "
                              "(raise the head's speech_positions)")
-        x = self.norm(self.inp(speech) + self.position[:n])
+        mean, std = (self.mean, self.std) if self.mean.shape[0] == 1 else (self.mean[:n], self.std[:n])
+        x = self.norm(self.inp((speech - mean) / std) + self.position[:n])
         if self.attention is not None:
             pad = torch.arange(n, device=speech.device)[None, :] >= lengths[:, None]
             q = self.queries[None].expand(speech.shape[0], -1, -1)

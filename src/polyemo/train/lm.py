@@ -233,6 +233,8 @@ class LMEstimator(Estimator):
             self.model = self._build(self.speech_dim)
             train_ids, train_speech = self._rows(train)
             val_ids, val_speech = self._rows(val)
+            if self.model.adapter is not None:  # raw encoder statistics differ wildly in scale
+                self.model.adapter.fit_standardiser([torch.as_tensor(t) for t in train_speech])
             counts = np.bincount(train.labels[train.labels >= 0], minlength=self.num_classes)
             loss_fn = build_emotion_loss(cfg.loss, counts, cfg.loss_params, cfg.label_smoothing)
             masks = None if train.masks is None else torch.as_tensor(train.masks, dtype=torch.bool)
@@ -330,6 +332,9 @@ class LMEstimator(Estimator):
         missing = set(self.trained_state()) - set(state)
         if missing:
             raise ValueError(f"{directory / WEIGHTS_FILE}: lacks trained tensors {sorted(missing)[:5]}")
+        if self.model.adapter is not None:  # the standardiser's shape is the training rows' (per position or one)
+            self.model.adapter.mean = torch.empty_like(state["adapter.mean"])
+            self.model.adapter.std = torch.empty_like(state["adapter.std"])
         self.model.load_state_dict(state, strict=False)
         self.model.eval()
 
