@@ -151,7 +151,10 @@ def test_speech_adapter_standardises_tokens_per_position():
     adapter.fit_standardiser(tokens)
     assert adapter.mean.shape == (3, 4)
     expected = adapter(torch.stack(tokens[:5]), torch.full((5,), 3))
+    unfitted = adapter(torch.stack(scaled[:5]), torch.full((5,), 3))
     adapter.fit_standardiser(scaled)
-    torch.testing.assert_close(adapter(torch.stack(scaled[:5]), torch.full((5,), 3)), expected, atol=1e-4, rtol=1e-4)
+    refitted = adapter(torch.stack(scaled[:5]), torch.full((5,), 3))
+    torch.testing.assert_close(refitted, expected, atol=2e-3, rtol=1e-2)  # float32 round-off of the scaled inputs
+    assert float((unfitted - expected).abs().max()) > 0.1
     adapter.fit_standardiser([torch.randn(n, 4) for n in (2, 5, 7)])  # frames of different lengths: one for all
     assert adapter.mean.shape == (1, 4)

@@ -88,8 +88,13 @@ class SpeechQueryAdapter(nn.Module):
         """Per-dimension mean and std of the training rows' speech tokens (per position when
         every row has the same number of tokens, e.g. one per encoder layer)."""
         lengths = {int(t.shape[0]) for t in tokens}
-        stacked = torch.stack(list(tokens)) if len(lengths) == 1 and max(lengths) <= 64 else torch.cat(list(tokens))[None]
-        mean, std = stacked.mean(0), stacked.std(0, unbiased=False).clamp_min(1e-5)
+        if len(lengths) == 1 and max(lengths) <= 64:
+            stacked = torch.stack(list(tokens))  # (rows, S, D): per position
+            mean, std = stacked.mean(0), stacked.std(0, unbiased=False)
+        else:
+            stacked = torch.cat(list(tokens))  # (all tokens, D): one for every position
+            mean, std = stacked.mean(0, keepdim=True), stacked.std(0, unbiased=False, keepdim=True)
+        std = std.clamp_min(1e-5)
         self.mean, self.std = mean.to(self.mean), std.to(self.std)
 
     def forward(self, speech: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
