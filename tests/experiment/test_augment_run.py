@@ -50,3 +50,13 @@ def test_fingerprints_without_augmentation_are_unchanged(shared_corpora, feature
 def test_bad_augmentation_names_the_setting(shared_corpora, feature_cache):
     with pytest.raises(Exception, match="augment"):
         experiment_from_dict(_config(shared_corpora, feature_cache, augment={"speed": [1.2, 0.8]}))
+
+
+def test_a_select_candidate_turns_augmentation_off(shared_corpora, feature_cache):
+    from polyemo.experiment.selection import apply_candidate
+
+    data = _config(shared_corpora, feature_cache, augment={"copies": 1})
+    data["select"] = {"by": "validation", "candidates": [{"augment": None}, {}]}
+    config = experiment_from_dict(data)
+    assert apply_candidate(config, {"augment": None}).encoder.augment is None
+    assert apply_candidate(config, {}).encoder.augment.copies == 1

@@ -68,9 +68,11 @@ def rows_digest(utt_ids: Sequence[str]) -> str:
 
 def apply_candidate(config: ExperimentConfig, candidate: dict[str, Any]) -> ExperimentConfig:
     """The experiment with one candidate's settings (and no ``select`` of its own)."""
-    update = {k: v for k, v in candidate.items() if k != "layers"}
+    update = {k: v for k, v in candidate.items() if k not in ("layers", "augment")}
     if "layers" in candidate:
         update["encoder"] = {"layers": candidate["layers"]}
+    if "augment" in candidate:
+        update.setdefault("encoder", {})["augment"] = candidate["augment"]
     data = deep_merge(config.resolved(), update)
     data["select"] = None
     if "head" in candidate and isinstance(candidate["head"], (str, dict)):

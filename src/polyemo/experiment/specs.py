@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-#: experiment fields a candidate may set (``layers`` is short for ``encoder.layers``)
-CANDIDATE_FIELDS = ("normalisation", "head", "loss", "training", "layers")
+#: experiment fields a candidate may set (``layers`` is short for ``encoder.layers``,
+#: ``augment`` for ``encoder.augment``: null trains without the augmented copies)
+CANDIDATE_FIELDS = ("normalisation", "head", "loss", "training", "layers", "augment")
 
 
 class SelectSpec(BaseModel):
