@@ -13,8 +13,9 @@ none to read: the inputs are paths and waves). Names:
   said so in the notes. A batch of fewer recordings than the adapter needs
   (:func:`~polyemo.train.adaptation.min_batch`) keeps the plain predictions, with a note.
 * ``enrolled``: per-speaker statistics from ``enrol`` (k) enrolment recordings of each speaker
-  (chosen reproducibly, :func:`polyemo.train.normalise.enrolment_rows`; at most all but one),
-  mapped onto the moments of the normalised training features the head saw. Every recording
+  (chosen reproducibly, :func:`polyemo.train.normalise.enrolment_rows`; at most all but one):
+  the speaker's mean of the normalised features is moved onto the training mean the head saw
+  (a shift; a per-dimension spread from a few clips would be noise). Every recording
   of the speaker is predicted with them; the enrolment recordings are predicted too and
   marked (``enrolment``: true). It needs speakers (groups): a list's ``speaker`` column or a
   folder with one sub-folder per speaker.
@@ -43,7 +44,6 @@ Recogniser = Any
 ADAPT_CHOICES = ("none", "prior", "uniform-prior", "tent", "enrolled")
 #: --adapt name -> adapter of polyemo.train.adaptation
 ADAPTER_OF = {"prior": "prior-em", "prior-em": "prior-em", "uniform-prior": "uniform-prior", "tent": "tent"}
-_TINY = 1e-8
 
 
 def resolve_adapt(name: str | None) -> str | None:
@@ -156,10 +156,9 @@ class BatchAdaptation:
         k = int(self.enrol or (spec.enrol if spec is not None else 5))
         shape = features[0].shape
         target_mean = np.asarray(stats.get("feature_mean", np.zeros(shape)), dtype=np.float64)
-        target_std = np.asarray(stats.get("feature_std", np.ones(shape)), dtype=np.float64)
         if "feature_mean" not in stats:
             self._note("--adapt enrolled: the bundle carries no training feature moments; each speaker is "
-                       "standardised to mean 0, std 1 (what a globally normalised head saw)")
+                       "centred on 0 (what a globally normalised head saw)")
         recordings = sorted({u.item for u in units})
         group_of = {u.item: g for u, g in zip(units, groups)}
         speakers = np.array([None if group_of[r].startswith(OWN_RECORDING) else group_of[r] for r in recordings],
@@ -181,11 +180,12 @@ class BatchAdaptation:
                 self._mark(predictions, {units[i].item for i in members},
                            f"none ({speaker}: 1 recording, none to enrol)")
                 continue
-            x = np.stack([out[i] for i in enrol_units])
-            mean, std = x.mean(0), x.std(0)
-            std = np.where(std < _TINY, 1.0, std)  # one enrolment clip: a shift only
+            # The speaker's mean moves onto the training mean (a shift, per layer and dimension).
+            # Not its spread: from a few clips (k=2: one difference per dimension) a per-dimension
+            # std is noise, and dividing by it blows single dimensions up.
+            mean = np.stack([out[i] for i in enrol_units]).mean(0)
             for i in members:
-                out[i] = (out[i] - mean) / std * target_std + target_mean
+                out[i] = out[i] - mean + target_mean
             label = f"enrolled ({speaker}: statistics of {used} enrolment recordings of {n}, k={k})"
             self._mark(predictions, {units[i].item for i in members}, label)
         for r, s in zip(recordings, speakers):
