@@ -181,6 +181,12 @@ def test_a_bundle_without_a_source_prior_says_so(tmp_path, shared_corpora, shift
         predict_files(old, shifted["path"][0], None, show_progress=False, adapt="prior")
     summary = predict_files(old, shifted["path"][0], None, show_progress=False, adapt="uniform-prior")
     assert summary.predicted == 1  # needs nothing from training; too small here, so plain
+    listing = tmp_path / "list.csv"
+    shifted[["path", "speaker"]].to_csv(listing, index=False)
+    # a globally normalised head saw mean 0 in training: enrolled centres each speaker there, and says so
+    enrolled = predict_files(old, listing, None, show_progress=False, adapt="enrolled", enrol=2)
+    assert any("no training feature moments" in note for note in enrolled.notes)
+    assert sum(r["enrolment"] for r in enrolled.records) == 4
 
 
 def test_cli_predict_adapt(bundle, shifted, tmp_path, monkeypatch):

@@ -111,6 +111,11 @@ class BatchAdaptation:
             if mode in ("test-speaker", "enrolled-speaker"):
                 raise ValueError(f"{bundle.path}: the model already normalises per speaker ({mode}); predict with "
                                  "speaker groups (--speaker-norm) and --adapt none")
+            if "feature_mean" not in bundle.adaptation_stats and mode != "global":
+                # with global statistics the head saw mean 0; after any other normaliser the mean is unknown
+                raise ValueError(f"{bundle.path}: --adapt enrolled needs the training mean of the {mode}-normalised "
+                                 "features, and this bundle carries none (exported before issue 12); export it again "
+                                 "from its run")
 
     def apply(self, recogniser: Recogniser, units: Sequence[Unit], features: list[np.ndarray], groups: list[str],
               predictions: list[Prediction]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -158,7 +163,7 @@ class BatchAdaptation:
         target_mean = np.asarray(stats.get("feature_mean", np.zeros(shape)), dtype=np.float64)
         if "feature_mean" not in stats:
             self._note("--adapt enrolled: the bundle carries no training feature moments; each speaker is "
-                       "centred on 0 (what a globally normalised head saw)")
+                       "centred on 0 (what its globally normalised head saw in training)")
         recordings = sorted({u.item for u in units})
         group_of = {u.item: g for u, g in zip(units, groups)}
         speakers = np.array([None if group_of[r].startswith(OWN_RECORDING) else group_of[r] for r in recordings],
