@@ -68,6 +68,10 @@ def _label(candidate: dict[str, Any]) -> str:
         return str(candidate["normalisation"])
     if "training" in candidate:
         return ", ".join(f"{k} {v}" if k == "adversarial" else f"{v}" for k, v in candidate["training"].items())
+    if "augment" in candidate:
+        return "no augmentation" if candidate["augment"] is None else "augmented copies"
+    if not candidate:
+        return "recipe as written"
     return json.dumps(candidate)
 
 
@@ -218,10 +222,23 @@ ROW_TEXT = {
     "plain": "**plain** (no target data: training statistics)",
     "prior-em": "+ prior-em (label shift: EM class priors on the unlabelled batch)",
     "uniform-prior": "+ uniform-prior (batch mean moved to equal classes)",
-    "tent": "+ tent (entropy-minimised normalisation, 10 steps)",
+    "tent": "+ tent (entropy-minimised normalisation, 10 steps, from the training statistics)",
+    "adabn": "+ adabn (the batch's own feature statistics)",
+    "adabn-tent": "+ adabn-tent (the batch's statistics, then 10 tent steps)",
     "enrolled-speaker": "enrolled-speaker (5 clips per test speaker, not scored)",
     "test-speaker": "test-speaker (all of each speaker's clips; transductive)",
 }
+
+
+def _grid_text(folds, config, tta, args) -> str:
+    options = tta.get("domain_generalisation") or []
+    ran_dg = any("domain_generalisation" in f.record for f in folds)
+    dg = (f"{len(options)} domain-generalisation options ({', '.join(_label(o) for o in options)})" if ran_dg
+          else "no domain-generalisation options (--no-dg)")
+    rows = f"at most {args.limit} utterances per corpus (--limit)" if args.limit else "every utterance"
+    return (f"Grid: {len(config.select.expanded())} layer inputs, {dg}; rows: {rows}; inner folds score their models "
+            "without the refit on train + validation (the outer models are refitted). Each language may run as its "
+            "own job (--languages xx); the table scores every language file present.\n")
 
 
 def markdown(table, folds, languages, seconds, args, config, tta) -> str:
@@ -243,7 +260,8 @@ def markdown(table, folds, languages, seconds, args, config, tta) -> str:
              "TRAINING languages; no held-out row took part in any choice. The adapted rows re-predict the plain "
              "model's held-out batch without labels.", "",
              "## Plain and test-time adaptation (the chosen model)", "", *header]
-    order = ["plain", *[k for k in ("prior-em", "uniform-prior", "tent") if k in table],
+    adapters = list(tta.get("adaptation") or {})
+    order = ["plain", *[k for k in adapters if k in table],
              *[k for k in table if k in ("enrolled-speaker", "test-speaker")]]
     for name in order:
         row = table[name]
@@ -279,11 +297,8 @@ def markdown(table, folds, languages, seconds, args, config, tta) -> str:
     lines += ["", f"Time: {seconds:.0f} s summed over the languages (wall time of their jobs), with cached whisper-base pooled features (nice 19, shared 2-core machine). "
                   f"Recipe: {args.recipe.name} + {args.tta.name}; layer-input candidates: "
                   + ", ".join(_label(c) for c in config.select.expanded())
-                  + ". Training: " + json.dumps(config.training) + ". Grid reduced to fit ~15 min per language on "
-                  "the shared machine: three layer inputs, six domain-generalisation options (corpus_class_balanced "
-                  "sampling exists but is not in the grid), inner folds score models without the refit on "
-                  "train + validation (the outer models are refitted). Each language ran as its own job "
-                  "(--languages xx), the table scores them together.", ""]
+                  + ". Training: " + json.dumps(config.training) + ". "
+                  + _grid_text(folds, config, tta, args)]
     return "\n".join(lines)
 
 

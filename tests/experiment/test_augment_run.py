@@ -60,3 +60,18 @@ def test_a_select_candidate_turns_augmentation_off(shared_corpora, feature_cache
     config = experiment_from_dict(data)
     assert apply_candidate(config, {"augment": None}).encoder.augment is None
     assert apply_candidate(config, {}).encoder.augment.copies == 1
+
+
+def test_the_augment_recipe_pair_chooses_copies_or_none_by_the_inner_protocol():
+    import yaml
+
+    from polyemo.experiment.grid import load_bench
+
+    repo = Path(__file__).resolve().parents[2]
+    bench, cells = load_bench(repo / "recipes" / "zero-shot-augment.yaml")
+    [cell] = cells
+    assert cell.config.protocol.name == "leave_one_language_out" and cell.config.encoder.augment is not None
+    tta = yaml.safe_load((repo / "recipes" / "zero-shot-augment-tta.yaml").read_text())
+    options = tta["domain_generalisation"]
+    assert options[0] == {"augment": None}  # the baseline first: ties go to it
+    assert options[1]["augment"] == cell.config.encoder.augment.model_dump(mode="json")

@@ -33,6 +33,7 @@ SHRUNK = {
     "attentive-speaker-norm": ("egemaps-lld", 8),
     "default-model": ("egemaps", 16),
     "is25-mmwavlm": ("egemaps", 30),  # issue 13: 5 speaker folds of BAVED need 30 clips
+    "zero-shot-augment": ("egemaps", 12),  # issue 12: augmented copies of the training clips
 }
 
 
@@ -46,13 +47,18 @@ EXTRA = {
                         '"normalisation": ["global", "utterance"]}'],
     # the reference word instead of ASR transcripts (the ASR stage is tested in tests/text)
     "is25-mmwavlm": ["--set", "text.source=text"],
+    # the inner protocol chooses between training with and without the augmented copies
+    # (--encoder replaces the encoder section, so the recipe's augmentation is set again)
+    "zero-shot-augment": ["--set", 'encoder.augment={"copies": 1, "p": 1.0, "reverb_rt60": [0.2, 0.6]}',
+                          "--set", 'select.candidates=[{"augment": null}, {"layers": [0]}]'],
 }
 
 
 # recipes with their own shrunk test (a fine-tuning bench, an ensemble of bench runs)
 # (zero-shot-tta is not a bench but what benchmarks/zero_shot.py adds to zero-shot: read by its test)
 OWN_SMOKE_TEST = {"poleval-finetune": "test_finetune_recipe.py", "abhinaya": "test_abhinaya_smoke.py",
-                  "zero-shot-tta": "../train/test_domain_recipe.py"}
+                  "zero-shot-tta": "../train/test_domain_recipe.py",
+                  "zero-shot-augment-tta": "../experiment/test_augment_run.py"}
 
 
 def test_every_recipe_is_covered():
@@ -115,6 +121,10 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
         [result] = cells.values()
         assert result["headline"].startswith("CCC pooled arousal") and "gender (auxiliary) accuracy" in result["headline"]
         assert len(result["pooled_ci"]["ccc_arousal"]) == 2
+    if name == "zero-shot-augment":  # one store of augmented copies beside the plain features
+        [result] = cells.values()
+        assert len(result["folds"]) == 5
+        assert len([p for p in cache.iterdir() if p.name.startswith("egemaps_augment-")]) == 1
     if name == "zero-shot":
         # test-speaker is a deployment benchmarks/zero_shot.py adds (recipes/zero-shot-tta.yaml)
         assert sorted(board["normalisation"]) == ["normalisation=enrolled-speaker", "normalisation=global"]
