@@ -88,7 +88,7 @@ def test_the_bundle_round_trips_the_adaptation_state(bundle):
         read_bundle(damaged)
 
 
-@pytest.mark.parametrize("adapt", ["prior", "uniform-prior", "tent"])
+@pytest.mark.parametrize("adapt", ["prior", "uniform-prior", "tent", "adabn", "adabn-tent"])
 def test_batch_adaptation_differs_from_plain_and_never_reads_labels(recogniser, shifted, tmp_path, adapt):
     listing = tmp_path / "list.csv"
     shifted[["path", "speaker", "emotion"]].rename(columns={"emotion": "label"}).to_csv(listing, index=False)
@@ -99,7 +99,8 @@ def test_batch_adaptation_differs_from_plain_and_never_reads_labels(recogniser, 
     np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-4)
     assert np.abs(p1 - p0).max() > 1e-3, "adaptation changed nothing on a label-shifted batch"
     assert all("adaptation" not in r for r in plain.records)
-    names = {"prior": "prior-em", "uniform-prior": "uniform-prior", "tent": "tent"}
+    names = {"prior": "prior-em", "uniform-prior": "uniform-prior", "tent": "tent", "adabn": "adabn",
+             "adabn-tent": "adabn-tent"}
     assert all(r["adaptation"].startswith(names[adapt]) and f"batch of {len(shifted)}" in r["adaptation"]
                for r in adapted.records)
     if adapt == "tent":  # the bundle's chosen strength is used, and said so

@@ -35,7 +35,8 @@ def predict(
     adapt: str = typer.Option(
         "none", "--adapt", help="test-time adaptation, no labels used, the whole input as one batch: none, "
         "prior (EM re-estimation of the class priors), uniform-prior, tent (entropy minimisation of the "
-        "normalisation), enrolled (per-speaker statistics of --enrol clips; speakers from a 'speaker' column "
+        "normalisation), adabn (the batch's own feature statistics), adabn-tent (those, then tent steps), "
+        "enrolled (per-speaker statistics of --enrol clips; speakers from a 'speaker' column "
         "or one sub-folder per speaker)"),
     enrol: Optional[int] = typer.Option(None, "--enrol", min=1, help="--adapt enrolled: enrolment clips per "
                                         "speaker (default: the bundle's, else 5)"),

@@ -41,9 +41,12 @@ if TYPE_CHECKING:
 #: a polyemo.predict.engine.Recogniser (not imported: the engine imports this module)
 Recogniser = Any
 
-ADAPT_CHOICES = ("none", "prior", "uniform-prior", "tent", "enrolled")
+ADAPT_CHOICES = ("none", "prior", "uniform-prior", "tent", "adabn", "adabn-tent", "enrolled")
 #: --adapt name -> adapter of polyemo.train.adaptation
-ADAPTER_OF = {"prior": "prior-em", "prior-em": "prior-em", "uniform-prior": "uniform-prior", "tent": "tent"}
+ADAPTER_OF = {"prior": "prior-em", "prior-em": "prior-em", "uniform-prior": "uniform-prior", "tent": "tent",
+              "adabn": "adabn", "adabn-tent": "adabn-tent"}
+#: adapters that map the batch's feature moments onto the training moments the head saw
+MOMENT_ADAPTERS = ("adabn", "adabn-tent")
 
 
 def resolve_adapt(name: str | None) -> str | None:
@@ -101,11 +104,16 @@ class BatchAdaptation:
 
     def check(self, bundle: Bundle) -> None:
         """Refuse what this bundle cannot do, before anything is encoded."""
-        if bundle.config.features.kind != "pooled" and self.name in ("tent", "enrolled"):
+        if bundle.config.features.kind != "pooled" and self.name in ("tent", "enrolled", *MOMENT_ADAPTERS):
             raise ValueError(f"{bundle.path}: --adapt {self.name} adapts pooled features; this model reads frames")
         if self.name == "prior" and "source_prior" not in bundle.adaptation_stats:
             raise ValueError(f"{bundle.path}: --adapt prior needs the model's source prior, and this bundle carries "
                              "none (exported before issue 12); export it again from its run")
+        if self.name in MOMENT_ADAPTERS and "feature_mean" not in bundle.adaptation_stats \
+                and bundle.config.normalisation.mode != "global":
+            raise ValueError(f"{bundle.path}: --adapt {self.name} needs the training moments of the "
+                             f"{bundle.config.normalisation.mode}-normalised features, and this bundle carries none "
+                             "(exported before issue 12); export it again from its run")
         if self.name == "enrolled":
             mode = bundle.config.normalisation.mode
             if mode in ("test-speaker", "enrolled-speaker"):
@@ -139,6 +147,10 @@ class BatchAdaptation:
         adapter = make_adapter(adapter_name, **settings)
         prior = recogniser.bundle.adaptation_stats.get("source_prior")
         adapter.source_prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        if adapter_name in MOMENT_ADAPTERS and "feature_mean" in recogniser.bundle.adaptation_stats:
+            # no moments with global statistics: the head saw mean 0, std 1 (the adapter's default)
+            adapter.train_mean = np.asarray(recogniser.bundle.adaptation_stats["feature_mean"], dtype=np.float64)
+            adapter.train_std = np.asarray(recogniser.bundle.adaptation_stats["feature_std"], dtype=np.float64)
         from polyemo.train.data import SplitData
 
         batch = SplitData(np.stack(features).astype(np.float32))
