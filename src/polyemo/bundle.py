@@ -822,3 +822,53 @@ def read_ensemble_bundle(path: str | os.PathLike[str]) -> EnsembleBundle:
         members[row["name"]] = read_bundle(member)
     return EnsembleBundle(path=folder, name=str(config.get("name", folder.name)), classes=classes, rule=rule,
                           members=members, info=config, card_markdown=(folder / CARD).read_text(encoding="utf-8"))
+
+
+def add_adaptation_state(path: str | os.PathLike[str], spec: AdaptationSpec, arrays: Mapping[str, np.ndarray],
+                         section: str | None = None) -> Bundle:
+    """Give an existing bundle (one exported before issue 12) its adaptation state, in place.
+
+    ``arrays``: ``source_prior`` (C,) and ``feature_mean`` / ``feature_std`` (L, D), computed on
+    the bundle's own training rows (:func:`polyemo.predict.adapt.adaptation_state_of`). The
+    weights, normaliser and labels are untouched; config.json gains ``adaptation``, the card
+    the ``section`` text (under "Test-time adaptation"), manifest.json the new file. The folder
+    is rebuilt beside the old one and swapped in only when complete."""
+    import safetensors.torch
+    import torch
+
+    bundle = read_bundle(path)
+    target = Path(path)
+    classes, shape = len(bundle.labels.classes), (bundle.config.head.num_layers, bundle.config.head.feature_dim)
+    prior = np.asarray(arrays["source_prior"], dtype=np.float64)
+    if prior.shape != (classes,) or not np.isfinite(prior).all() or abs(prior.sum() - 1) > 1e-4:
+        raise ValueError(f"{target}: source_prior must be a distribution over the {classes} classes")
+    for name in ("feature_mean", "feature_std"):
+        if np.shape(arrays[name]) != shape:
+            raise ValueError(f"{target}: {name} must have shape {shape} (layers, dim), got {np.shape(arrays[name])}")
+    config = bundle.config.model_copy(update={"adaptation": spec})
+    card = config.card
+    if section:
+        card = card.model_copy(update={"sections": {**card.sections, "Test-time adaptation": section}})
+        config = config.model_copy(update={"card": card})
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        for name in (HEAD, LABELS, NORMALISATION, METRICS, *[n for n in verify_bundle(target) if n not in BUNDLE_FILES]):
+            shutil.copy2(target / name, staging / name)
+        (staging / CONFIG).write_text(json.dumps(config.model_dump(mode="json"), indent=2, ensure_ascii=False,
+                                                 default=str) + "\n", encoding="utf-8")
+        (staging / CARD).write_text(card.markdown(config, bundle.labels, bundle.dimensions), encoding="utf-8")
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
+        safetensors.torch.save_file(tensors, str(staging / ADAPTATION), metadata={"format": BUNDLE_FORMAT})
+        names = sorted({*BUNDLE_FILES, *(p.name for p in staging.iterdir())})
+        manifest = {"format": BUNDLE_FORMAT,
+                    "files": {name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+                              for name in names}}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for item in staging.iterdir():
+            item.chmod(0o644)
+        staging.chmod(0o755)
+        publish_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return read_bundle(target)
