@@ -60,6 +60,8 @@ ANCHORS = [
 
 
 def _label(candidate: dict[str, Any]) -> str:
+    if set(candidate) == {"head"} and isinstance(candidate["head"], dict) and not candidate["head"].get("layers"):
+        return f"{candidate['head']['name']} head"
     if "head" in candidate and isinstance(candidate["head"], dict) and candidate["head"].get("layers"):
         return f"layers {candidate['layers'][0]}-{candidate['layers'][-1]} {candidate['head']['layers']}"
     if "layers" in candidate:
@@ -236,7 +238,7 @@ def _grid_text(folds, config, tta, args) -> str:
     dg = (f"{len(options)} domain-generalisation options ({', '.join(_label(o) for o in options)})" if ran_dg
           else "no domain-generalisation options (--no-dg)")
     rows = f"at most {args.limit} utterances per corpus (--limit)" if args.limit else "every utterance"
-    return (f"Grid: {len(config.select.expanded())} layer inputs, {dg}; rows: {rows}; inner folds score their models "
+    return (f"Grid: {len(config.select.expanded())} candidates of the recipe's select, {dg}; rows: {rows}; inner folds score their models "
             "without the refit on train + validation (the outer models are refitted). Each language may run as its "
             "own job (--languages xx); the table scores every language file present.\n")
 
@@ -294,8 +296,8 @@ def markdown(table, folds, languages, seconds, args, config, tta) -> str:
     lines += ["", "## Anchors (PolEval 2025: a DIFFERENT test set, Polish; macro-F1 on six classes; not comparable "
                   "number for number)", ""]
     lines += [f"- {text}: {value}" for text, value in ANCHORS]
-    lines += ["", f"Time: {seconds:.0f} s summed over the languages (wall time of their jobs), with cached whisper-base pooled features (nice 19, shared 2-core machine). "
-                  f"Recipe: {args.recipe.name} + {args.tta.name}; layer-input candidates: "
+    lines += ["", f"Time: {seconds:.0f} s summed over the languages (wall time of their jobs), with cached {config.encoder.name} {config.features} features (shared 2-core machine). "
+                  f"Recipe: {args.recipe.name} + {getattr(args.tta, 'name', args.tta)}; candidates of the recipe's select: "
                   + ", ".join(_label(c) for c in config.select.expanded())
                   + ". Training: " + json.dumps(config.training) + ". "
                   + _grid_text(folds, config, tta, args)]
@@ -307,19 +309,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="feature cache (default: the user cache)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--recipe", type=Path, default=HERE.parent / "recipes" / "zero-shot.yaml")
-    parser.add_argument("--tta", type=Path, default=HERE.parent / "recipes" / "zero-shot-tta.yaml")
+    parser.add_argument("--tta", type=Path, default=HERE.parent / "recipes" / "zero-shot-tta.yaml",
+                        help="what the benchmark adds (domain generalisation, adapters); 'none': the recipe alone")
     parser.add_argument("--languages", nargs="*", default=None,
                         help="held-out languages to run now (default: all five; none: only re-score the saved ones)")
     parser.add_argument("--no-dg", action="store_true", help="skip the domain-generalisation options")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=None, help="at most N utterances per corpus (smoke runs)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where zero_shot.{json,md} go")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where STEM.{json,md} go")
+    parser.add_argument("--stem", default="zero_shot", help="file name of the results (default zero_shot)")
     parser.add_argument("--folds", type=Path, default=None,
                         help="per-language files (choices, predictions); default RESULTS/zero_shot_folds")
     args = parser.parse_args()
     started = time.perf_counter()
     bench = yaml.safe_load(args.recipe.read_text(encoding="utf-8"))
-    tta = yaml.safe_load(args.tta.read_text(encoding="utf-8"))
+    tta = {} if str(args.tta) == "none" else yaml.safe_load(args.tta.read_text(encoding="utf-8"))
     overrides = {"encoder.precision": args.precision}
     if args.cache is not None:
         overrides["encoder.cache_dir"] = str(args.cache)
@@ -333,7 +337,7 @@ def main() -> None:
                                     failures_path=None)
     # One file per held-out language (its choices and predictions), so each language can run as
     # a job of its own; the report scores every language file present.
-    fold_dir = args.folds or args.results / "zero_shot_folds"
+    fold_dir = args.folds or args.results / f"{args.stem}_folds"
     fold_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zero-shot-") as scratch:
         plan = resolve_plan(config, Path(scratch), inputs.manifest, request)
@@ -350,9 +354,9 @@ def main() -> None:
     report = {"recipe": str(args.recipe), "tta": str(args.tta), "seconds": round(seconds, 1), "table": table,
               "folds": [f.record for f in folds], "anchors": dict(ANCHORS), "load_average_at_end": os.getloadavg()}
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "zero_shot.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (args.results / f"{args.stem}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     text = markdown(table, folds, languages, seconds, args, config, tta)
-    (args.results / "zero_shot.md").write_text(text, encoding="utf-8")
+    (args.results / f"{args.stem}.md").write_text(text, encoding="utf-8")
     print(text)
 
 

@@ -35,6 +35,7 @@ SHRUNK = {
     "default-model-six-corpora": ("egemaps", 16),  # issue 12: ASED added, adaptation in the bundle
     "is25-mmwavlm": ("egemaps", 30),  # issue 13: 5 speaker folds of BAVED need 30 clips
     "zero-shot-augment": ("egemaps", 12),  # issue 12: augmented copies of the training clips
+    "zero-shot-frames": ("egemaps-lld", 12),  # issue 12: frame-level heads, chosen by the inner protocol
 }
 
 
@@ -123,6 +124,11 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
         [result] = cells.values()
         assert result["headline"].startswith("CCC pooled arousal") and "gender (auxiliary) accuracy" in result["headline"]
         assert len(result["pooled_ci"]["ccc_arousal"]) == 2
+    if name == "zero-shot-frames":  # the head is the inner protocol's choice between the two frame heads
+        [result] = cells.values()
+        assert [f["name"] for f in result["folds"]] == [f"holdout_{x}" for x in ["am", "de", "en", "it", "ur"]]
+        resolved = json.loads((out / "cells" / board["cell"][0] / "config.json").read_text())["config"]
+        assert resolved["features"] == "frames" and len(resolved["select"]["candidates"]) == 2
     if name == "zero-shot-augment":  # one store of augmented copies beside the plain features
         [result] = cells.values()
         assert len(result["folds"]) == 5
