@@ -88,3 +88,23 @@ def test_adabn_tent_is_adabn_with_steps(fitted):
                                adapt_batch(estimator, train, batch, "adabn", steps=5))
     with pytest.raises(ValueError, match="steps"):
         make_adapter("adabn-tent", steps=0)
+
+
+@pytest.mark.parametrize("name", ["tent", "adabn-tent"])
+def test_tent_steps_move_in_units_of_the_training_spread(quick_config, name):
+    # inputs that vary by ~0.05 per dimension (as per-utterance standardised pooled states do):
+    # a step of lr 0.05 in absolute units would be a whole spread and wreck a balanced batch
+    def small(blobs):
+        return SplitData((blobs.features * 0.05).astype(np.float32), blobs.labels, speakers=blobs.speakers,
+                         utt_ids=blobs.utt_ids)
+
+    train, val, batch = small(_blobs([120] * 3, 0)), small(_blobs([30] * 3, 1)), small(_blobs([100] * 3, 9))
+    estimator = build_estimator(HeadConfig(name="linear"), quick_config(epochs=15, normalisation="none"), 3,
+                                ["a", "b", "c"])
+    estimator.fit(train, val)
+    plain = estimator.predict(batch).probabilities
+    adapter = make_adapter(name, steps=10, lr=0.05)
+    adapted = adapt_batch(estimator, train, batch, adapter)
+    assert adapter.train_std is not None and float(np.median(adapter.train_std)) < 0.2
+    assert _accuracy(adapted, batch.labels) >= _accuracy(plain, batch.labels) - 0.05
+    assert np.bincount(adapted.argmax(1), minlength=3).min() > 50  # no collapse onto one class

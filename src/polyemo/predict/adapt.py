@@ -147,6 +147,9 @@ class BatchAdaptation:
         adapter = make_adapter(adapter_name, **settings)
         prior = recogniser.bundle.adaptation_stats.get("source_prior")
         adapter.source_prior = None if prior is None else np.asarray(prior, dtype=np.float64)
+        if adapter_name == "tent" and "feature_std" in recogniser.bundle.adaptation_stats:
+            # tent's shift moves in units of the training spread the head saw
+            adapter.train_std = np.asarray(recogniser.bundle.adaptation_stats["feature_std"], dtype=np.float64)
         if adapter_name in MOMENT_ADAPTERS and "feature_mean" in recogniser.bundle.adaptation_stats:
             # no moments with global statistics: the head saw mean 0, std 1 (the adapter's default)
             adapter.train_mean = np.asarray(recogniser.bundle.adaptation_stats["feature_mean"], dtype=np.float64)

@@ -85,9 +85,22 @@ class Tent(Adapter):
         #: learnt (L, D) shift and log-scale of the latest batch
         self.shift: np.ndarray | None = None
         self.log_scale: np.ndarray | None = None
+        #: (L, D) spread of the TRAINING features as the head sees them: the shift moves in these
+        #: units, so a step means the same on a head whose inputs vary by 0.05 per dimension
+        #: (per-utterance standardisation) as on one whose inputs have unit variance (None: 1)
+        self.train_std: np.ndarray | None = None
 
     def fit(self, estimator, train) -> Tent:
-        return self  # starts from the training statistics the estimator already holds
+        # starts from the training statistics the estimator already holds; learns their spread
+        self.train_std = np.asarray(estimator._prepare(train).features, dtype=np.float64).std(0)
+        return self
+
+    def _units(self, x):
+        import torch
+
+        if self.train_std is None:
+            return torch.ones(x.shape[1:])
+        return torch.as_tensor(self.train_std, dtype=torch.float32).clamp_min(1e-6)
 
     def adapt(self, estimator, batch, probabilities: np.ndarray) -> np.ndarray:
         import torch
@@ -99,8 +112,9 @@ class Tent(Adapter):
             raise DataError("tent adapts pooled features; frame features are not supported")
         logits = logit_function(estimator)
         x = torch.as_tensor(np.asarray(prepared.features, dtype=np.float32))
+        units = self._units(x)
         start_beta, start_gamma = self._start(x)
-        beta = start_beta.clone().requires_grad_(True)
+        beta = (start_beta / units).clone().requires_grad_(True)  # the shift in units of the training spread
         gamma = start_gamma.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([beta, gamma], lr=self.lr)
         dtype = torch.float64 if getattr(estimator, "model", None) is None else torch.float32
@@ -110,32 +124,33 @@ class Tent(Adapter):
             for q in frozen:  # the head stays as trained; no gradients pile up in it
                 q.requires_grad_(False)
             torch.set_num_threads(estimator.train_config.num_threads or threads)
-            out = self._steps(logits, x, beta, gamma, optimiser, dtype)
+            out = self._steps(logits, x, beta, gamma, optimiser, dtype, units)
         finally:
             for q in frozen:
                 q.requires_grad_(True)
             torch.set_num_threads(threads)
-        self.shift, self.log_scale = beta.detach().numpy(), gamma.detach().numpy()
+        self.shift, self.log_scale = (beta * units).detach().numpy(), gamma.detach().numpy()
         return out
 
     def _start(self, x):
-        """Shift and log-scale the steps start from: the identity (the training statistics)."""
+        """Shift (in feature units) and log-scale the steps start from: the identity (the
+        training statistics)."""
         import torch
 
         return torch.zeros(x.shape[1:]), torch.zeros(x.shape[1:])
 
-    def _steps(self, logits, x, beta, gamma, optimiser, dtype) -> np.ndarray:
+    def _steps(self, logits, x, beta, gamma, optimiser, dtype, units) -> np.ndarray:
         import torch
 
         for _ in range(self.steps):
-            p = torch.softmax(logits(((x - beta) * torch.exp(-gamma)).to(dtype)), -1)
+            p = torch.softmax(logits(((x - beta * units) * torch.exp(-gamma)).to(dtype)), -1)
             loss = _entropy(p).mean() - self.diversity * _entropy(p.mean(0))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
         with torch.no_grad():
             a = self.strength
-            adapted = (x - a * beta) * torch.exp(-a * gamma)
+            adapted = (x - a * beta * units) * torch.exp(-a * gamma)
             return torch.softmax(logits(adapted.to(dtype)), -1).double().numpy()
 
     def params(self) -> dict:
