@@ -191,6 +191,17 @@ class Estimator(ABC):
         return directory
 
 
+def epoch_refit_settings(estimator: Estimator, report: FitReport) -> tuple[HeadConfig, TrainConfig, dict[str, Any]]:
+    """The refit of an epoch-trained estimator: retrain for the epoch count validation chose,
+    keeping the last epoch (no early stop, no checkpoint; its log beside the fit's)."""
+    epochs = int(report.best_epoch or estimator.train_config.epochs)
+    log = estimator.train_config.log_path
+    train_config = estimator.train_config.model_copy(update={
+        "epochs": epochs, "patience": None, "checkpoint": "last", "refit": False, "checkpoint_path": None,
+        "log_path": None if log is None else log.with_name(log.stem + ".refit" + log.suffix)})
+    return estimator.head_config, train_config, {"epochs": epochs}
+
+
 def build_estimator(head_config: HeadConfig, train_config: TrainConfig, num_classes: int,
                     class_names: list[str] | None = None, kind: str | None = None) -> Estimator:
     """The estimator registered (:data:`~polyemo.train.registry.ESTIMATORS`) under ``kind``,

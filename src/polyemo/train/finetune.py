@@ -31,7 +31,7 @@ import numpy as np
 
 from polyemo.io import atomic_path, write_json
 from polyemo.train.data import DataError, FitReceipt, SplitData
-from polyemo.train.estimator import Estimator, FitReport, HeadOutput
+from polyemo.train.estimator import Estimator, FitReport, HeadOutput, epoch_refit_settings
 from polyemo.train.registry import ESTIMATORS
 
 WEIGHTS_FILE = "finetune.safetensors"
@@ -95,12 +95,7 @@ class FinetuneEstimator(Estimator):
         return FitReport(result.best_epoch, result.best_score, result.history, result.best_metrics, receipt)
 
     def refit_settings(self, report: FitReport):
-        epochs = int(report.best_epoch or self.train_config.epochs)
-        log = self.train_config.log_path
-        train_config = self.train_config.model_copy(update={
-            "epochs": epochs, "patience": None, "checkpoint": "last", "refit": False, "checkpoint_path": None,
-            "log_path": None if log is None else log.with_name(log.stem + ".refit" + log.suffix)})
-        return self.head_config, train_config, {"epochs": epochs}
+        return epoch_refit_settings(self, report)
 
     def layer_weights(self) -> np.ndarray | None:
         return None if self.model is None else self.model.head.layer_weights()

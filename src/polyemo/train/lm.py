@@ -41,7 +41,7 @@ from torch import nn
 
 from polyemo.io import atomic_path, write_json, write_text
 from polyemo.train.data import DataError, FitReceipt, SplitData
-from polyemo.train.estimator import Estimator, FitReport, HeadOutput
+from polyemo.train.estimator import Estimator, FitReport, HeadOutput, epoch_refit_settings
 from polyemo.train.registry import ESTIMATORS
 from polyemo.train.trainer import EpochSampler, seeded
 
@@ -296,12 +296,7 @@ class LMEstimator(Estimator):
         return FitReport(best_epoch, best_score, history, best_metrics, FitReceipt(finished_at=time.time(), best_epoch=best_epoch))
 
     def refit_settings(self, report: FitReport):
-        epochs = int(report.best_epoch or self.train_config.epochs)
-        log = self.train_config.log_path
-        train_config = self.train_config.model_copy(update={
-            "epochs": epochs, "patience": None, "checkpoint": "last", "refit": False, "checkpoint_path": None,
-            "log_path": None if log is None else log.with_name(log.stem + ".refit" + log.suffix)})
-        return self.head_config, train_config, {"epochs": epochs}
+        return epoch_refit_settings(self, report)
 
     def _predict(self, data: SplitData) -> HeadOutput:
         if self.model is None:

@@ -30,7 +30,7 @@ from polyemo.io import atomic_path, write_text
 from polyemo.progress import progress_bar
 from polyemo.train.adapters import build_emotion_loss, classification_scores
 from polyemo.train.data import DataError, FitReceipt, SplitData
-from polyemo.train.estimator import Estimator, FitReport, HeadOutput
+from polyemo.train.estimator import Estimator, FitReport, HeadOutput, epoch_refit_settings
 from polyemo.train.registry import ESTIMATORS
 
 #: ``callback(event, info)`` with events "epoch_end" (info: epoch, record, model) and "fit_end"
@@ -264,12 +264,7 @@ class Trainer(Estimator):
 
     def refit_settings(self, report: FitReport):
         """Retrain for the epoch count validation chose, keeping the last epoch."""
-        epochs = int(report.best_epoch or self.train_config.epochs)
-        log = self.train_config.log_path
-        train_config = self.train_config.model_copy(update={
-            "epochs": epochs, "patience": None, "checkpoint": "last", "refit": False, "checkpoint_path": None,
-            "log_path": None if log is None else log.with_name(log.stem + ".refit" + log.suffix)})
-        return self.head_config, train_config, {"epochs": epochs}
+        return epoch_refit_settings(self, report)
 
     def _selection_score(self, epoch: int, metrics: dict[str, float]) -> float:
         """The validation number that selects the checkpoint (a method, so tests can script it)."""
