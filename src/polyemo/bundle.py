@@ -852,7 +852,8 @@ def add_adaptation_state(path: str | os.PathLike[str], spec: AdaptationSpec, arr
         config = config.model_copy(update={"card": card})
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        for name in (HEAD, LABELS, NORMALISATION, METRICS, *[n for n in verify_bundle(target) if n not in BUNDLE_FILES]):
+        listed = _read_json(target, MANIFEST)["files"]  # read_bundle above verified every file
+        for name in (HEAD, LABELS, NORMALISATION, METRICS, *[n for n in listed if n not in BUNDLE_FILES]):
             shutil.copy2(target / name, staging / name)
         (staging / CONFIG).write_text(json.dumps(config.model_dump(mode="json"), indent=2, ensure_ascii=False,
                                                  default=str) + "\n", encoding="utf-8")
