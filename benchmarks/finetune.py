@@ -107,6 +107,10 @@ def score(runs: dict[str, Path], part: str, n_boot: int):
     means over LANGUAGES, and the mean paired difference with a 95 % interval (the mean over
     languages of each draw's per-language difference; speakers resampled within languages)."""
     frames = {n: pd.read_csv(path / "predictions.csv", dtype={"true": str, "pred": str}) for n, path in runs.items()}
+    return score_frames(frames, part, n_boot)
+
+
+def score_frames(frames: dict[str, pd.DataFrame], part: str, n_boot: int):
     probe, tuned = frames["frozen-probe"], frames[part]
     assert sorted(probe["utt_id"]) == sorted(tuned["utt_id"]), "the two cells must score the same test rows"
     tuned = tuned.set_index("utt_id").loc[probe["utt_id"]].reset_index()
@@ -116,14 +120,43 @@ def score(runs: dict[str, Path], part: str, n_boot: int):
         if rows.any():
             per_language[language] = bootstrap({"frozen-probe": probe[rows].reset_index(drop=True),
                                                 part: tuned[rows].reset_index(drop=True)}, n_boot)
-    means = {n: float(np.mean([v[n]["macro_f1"] for k, v in per_language.items() if k in LANGUAGES]))
-             for n in ("frozen-probe", part)}
-    draws = np.mean([per_language[k]["_draws"] for k in LANGUAGES if k in per_language], axis=0)
+    # the mean is over the issue's four languages; a run holding out none of them (--languages am) means over its own
+    averaged = [k for k in per_language if k in LANGUAGES] or list(per_language)
+    means = {n: float(np.mean([per_language[k][n]["macro_f1"] for k in averaged])) for n in ("frozen-probe", part)}
+    draws = np.mean([per_language[k]["_draws"] for k in averaged], axis=0)
     for v in per_language.values():
         v.pop("_draws", None)
     mean_difference = {"value": means[part] - means["frozen-probe"],
                        "ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]}
     return per_language, means, mean_difference
+
+
+def uniform_prior_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's predictions after ``uniform-prior`` at strength 1 (the adapter's definition, fixed a
+    priori: nothing is chosen), each fold's test rows (one held-out language) one unlabelled batch."""
+    from polyemo.train.adaptation.uniform_prior import UniformPrior
+
+    columns = [c for c in frame.columns if c.startswith("p_")]
+    classes = np.array([c[2:] for c in columns])
+    out = frame.copy()
+    for _, rows in frame.groupby("fold"):
+        adapted = UniformPrior(strength=1.0).adapt(None, None, rows[columns].to_numpy(np.float64))
+        out.loc[rows.index, "pred"] = classes[adapted.argmax(1)]
+    return out
+
+
+def adapted_record(runs: dict[str, Path], part: str, n_boot: int) -> dict[str, Any]:
+    """Probe and fine-tuned part, both with ``uniform-prior`` on each held-out batch."""
+    frames = {}
+    for name, path in runs.items():
+        frame = pd.read_csv(path / "predictions.csv", dtype={"true": str, "pred": str})
+        frames[name] = uniform_prior_frame(frame)
+    per_language, means, mean_difference = score_frames(frames, part, n_boot)
+    return {"per_language": per_language, "mean": means, "mean_difference": mean_difference}
+
+
+def rows_scored(results: dict[str, Any]) -> int:
+    return int(len(pd.read_csv(Path(results["frozen-probe"].out_dir) / "predictions.csv")))
 
 
 def control_record(out: Path, part: str, layer: int, n_boot: int, seconds: float | None) -> dict[str, Any]:
@@ -154,21 +187,28 @@ def main() -> None:
                         help="also run the probe on this one hidden state (no layer choice), a control")
     parser.add_argument("--rescore", action="store_true",
                         help="score the run folders under --out again (finetune.json keeps its timings)")
+    parser.add_argument("--languages", nargs="*", default=None,
+                        help="held-out languages (folds) to run; default: every language of the corpora")
+    parser.add_argument("--stem", default="finetune",
+                        help="results file stem: benchmarks/results/STEM.md and STEM.json")
     args = parser.parse_args()
+    results_md, results_json = RESULTS / f"{args.stem}.md", RESULTS / f"{args.stem}.json"
     if args.rescore:
-        record = json.loads((RESULTS / "finetune.json").read_text())
+        record = json.loads(results_json.read_text())
         record["per_language"], record["mean"], record["mean_difference"] = score(
             {n: args.out / n for n in ("frozen-probe", record["part"])}, record["part"], args.n_boot)
         layer = args.control_layer if args.control_layer is not None else (record.get("control") or {}).get("layer")
         if layer is not None:
             seconds = (record.get("control") or {}).get("seconds")
             record["control"] = control_record(args.out, record["part"], layer, args.n_boot, seconds)
-        (RESULTS / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-        (RESULTS / "finetune.md").write_text(markdown(record) + "\n")
+        record["uniform_prior"] = adapted_record({n: args.out / n for n in ("frozen-probe", record["part"])},
+                                                 record["part"], args.n_boot)
+        results_json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        results_md.write_text(markdown(record) + "\n")
         return
     if args.report_only:
-        record = json.loads((RESULTS / "finetune.json").read_text())
-        (RESULTS / "finetune.md").write_text(markdown(record) + "\n")
+        record = json.loads(results_json.read_text())
+        results_md.write_text(markdown(record) + "\n")
         return
 
     bench = BenchConfig(**read_yaml(args.recipe))
@@ -178,6 +218,7 @@ def main() -> None:
         common["limit"] = {"per_corpus": args.per_corpus}
     cells = {c.id: c for c in expand_grid(bench, str(args.recipe), args.recipe.parent, common)}
     shrink: dict[str, Any] = {}
+    folds: dict[str, Any] = {"protocol.params.target": list(args.languages)} if args.languages else {}
     if args.as_recipe:
         shrink = {"training.num_threads": args.threads}
         if args.epochs is not None:
@@ -189,7 +230,7 @@ def main() -> None:
     started = {}
     results = {}
     clock = time.perf_counter()
-    for name, overrides in (("frozen-probe", {}), (args.part, shrink)):
+    for name, overrides in (("frozen-probe", folds), (args.part, {**shrink, **folds})):
         t = time.perf_counter()
         result = run_experiment(cells[name].config, args.out / name, overrides=overrides, progress=False)
         started[name] = round(time.perf_counter() - t, 1)
@@ -200,7 +241,8 @@ def main() -> None:
     if args.control_layer is not None:
         t = time.perf_counter()
         run_experiment(cells["frozen-probe"].config, args.out / f"frozen-probe-layer{args.control_layer}",
-                       overrides={"encoder.layers": [args.control_layer], "encoder.select": "none"}, progress=False)
+                       overrides={"encoder.layers": [args.control_layer], "encoder.select": "none", **folds},
+                       progress=False)
         control = control_record(args.out, args.part, args.control_layer, args.n_boot,
                                  round(time.perf_counter() - t, 1))
     per_language, means, mean_difference = score({n: Path(r.out_dir) for n, r in results.items()}, args.part,
@@ -212,14 +254,16 @@ def main() -> None:
 
     record = {"per_language": per_language, "mean": means, "mean_difference": mean_difference, "seconds": started, "machine": cpu_facts(),
               "device": "cuda" if torch.cuda.is_available() else "cpu", "full": args.full, "as_recipe": args.as_recipe,
-              "part": args.part, "per_corpus": args.per_corpus if capped else None, "rows": int(len(probe)),
+              "part": args.part, "per_corpus": args.per_corpus if capped else None, "rows": rows_scored(results),
+              "languages": args.languages, "nice": os.nice(0),
               "finetune_config": {"head": config["head"], "training": config["training"], "limit": config["limit"]},
               "example_fold": {k: folds[0].get(k) for k in ("name", "n_train", "n_validation", "n_test", "best_epoch",
                                                             "history")},
-              "folds": [fold_summary(f, config["training"]) for f in folds], "control": control}
+              "folds": [fold_summary(f, config["training"]) for f in folds], "control": control,
+              "uniform_prior": adapted_record({n: Path(r.out_dir) for n, r in results.items()}, args.part, args.n_boot)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    (RESULTS / "finetune.md").write_text(markdown(record) + "\n")
+    results_json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    results_md.write_text(markdown(record) + "\n")
     print(markdown(record))
 
 
@@ -242,6 +286,11 @@ def describe(r: dict[str, Any]) -> str:
             "(validation speakers of the training languages), no refit")
 
 
+def mean_label(r: dict[str, Any]) -> str:
+    """The languages the run's means are over (as :func:`score_frames` averages)."""
+    return ", ".join([k for k in r["per_language"] if k in LANGUAGES] or list(r["per_language"]))
+
+
 def markdown(r: dict[str, Any]) -> str:
     part = r["part"]
     training = r["finetune_config"]["training"]
@@ -251,10 +300,15 @@ def markdown(r: dict[str, Any]) -> str:
             f"{r.get('rows', '?')} scored in all (every row does not fit a benchmark run on the 2-core CPU: "
             "docs/finetune.md)" if r.get("per_corpus") else
             f"Rows: every poleval6 row of the six corpora ({r.get('rows', '?')} scored)")
+    if r.get("languages"):
+        rows += (f"; folds: held-out {', '.join(r['languages'])} only (the languages the target is about; every "
+                 "other language, held out in no fold, is always training data)")
     lines = [
         "# Fine-tuned vs frozen whisper-base, zero-shot (leave one language out, poleval6)", "",
         f"What ran: `python benchmarks/finetune.py --part {part}{' --as-recipe' if r.get('as_recipe') else ''}"
-        f"{' --per-corpus ' + str(r['per_corpus']) if r.get('per_corpus') else ''}` ({how}). "
+        f"{' --per-corpus ' + str(r['per_corpus']) if r.get('per_corpus') else ' --per-corpus 0' if r.get('as_recipe') else ''}"
+        f"{' --languages ' + ' '.join(r['languages']) if r.get('languages') else ''}"
+        f"{' --control-layer ' + str(r['control']['layer']) if r.get('control') else ''}` ({how}). "
         f"Fine-tuning part `{part}` of recipes/poleval-finetune.yaml: {describe(r)}. {rows}; the frozen probe "
         "(cached fp32 features of whole clips, layer chosen on the same validation speakers, linear head, global "
         "normalisation) is run on exactly the same rows and folds.",
@@ -270,7 +324,7 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{100 * d['value']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] |")
     md = r.get("mean_difference")
     ci = f" [{100 * md['ci'][0]:+.1f}, {100 * md['ci'][1]:+.1f}]" if md else ""
-    lines.append(f"| mean of {', '.join(LANGUAGES)} | | {100 * r['mean']['frozen-probe']:.1f} | {100 * r['mean'][part]:.1f} | "
+    lines.append(f"| mean of {mean_label(r)} | | {100 * r['mean']['frozen-probe']:.1f} | {100 * r['mean'][part]:.1f} | "
                  f"{100 * (r['mean'][part] - r['mean']['frozen-probe']):+.1f}{ci} |")
     gap = r["mean"][part] - r["mean"]["frozen-probe"]
     verdict = ("meets" if gap > 0 else "does not meet")
@@ -307,19 +361,44 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{100 * t['macro_f1']:.1f} | {100 * d['value']:+.1f} [{100 * d['ci'][0]:+.1f}, "
                          f"{100 * d['ci'][1]:+.1f}] |")
         cd = c["mean_difference"]
-        lines.append(f"| mean of {', '.join(LANGUAGES)} | {100 * c['mean']['frozen-probe']:.1f} | {100 * c['mean'][part]:.1f} | "
+        lines.append(f"| mean of {mean_label(r)} | {100 * c['mean']['frozen-probe']:.1f} | {100 * c['mean'][part]:.1f} | "
                      f"{100 * cd['value']:+.1f} [{100 * cd['ci'][0]:+.1f}, {100 * cd['ci'][1]:+.1f}] |")
         lines += ["", f"Against this control fine-tuning is {100 * cd['value']:+.1f} points on the mean, an interval that "
                   f"{'excludes' if cd['ci'][0] > 0 or cd['ci'][1] < 0 else 'includes'} 0: most of the gain over the "
                   "probe above comes from reading hidden state 3 instead of the layer the probe picked on its small "
                   "validation sets." if cd["ci"][0] <= 0 else
                   f"Against this control fine-tuning is {100 * cd['value']:+.1f} points on the mean, an interval that excludes 0."]
+    u = r.get("uniform_prior")
+    if u:
+        lines += ["", "Label-shift adaptation, deployable and unlabelled: `uniform-prior` (the held-out language's test "
+                  "rows are one unlabelled batch; per-class logit offsets move its mean prediction to equally likely "
+                  "classes) at strength 1, the adapter's definition fixed a priori (nothing chosen, no labels read), "
+                  "applied to both models' probabilities. Plain numbers are the ones above.", "",
+                  f"| language | probe | probe + uniform-prior | fine-tuned ({part}) | fine-tuned + uniform-prior | "
+                  "difference (adapted) |", "|---|---:|---:|---:|---:|---:|"]
+        for language, v in u["per_language"].items():
+            plain = r["per_language"][language]
+            p, t, d = v["frozen-probe"], v[part], v["difference"]
+            lines.append(f"| {language} | {100 * plain['frozen-probe']['macro_f1']:.1f} | "
+                         f"{100 * p['macro_f1']:.1f} [{100 * p['ci'][0]:.1f}, {100 * p['ci'][1]:.1f}] | "
+                         f"{100 * plain[part]['macro_f1']:.1f} | "
+                         f"{100 * t['macro_f1']:.1f} [{100 * t['ci'][0]:.1f}, {100 * t['ci'][1]:.1f}] | "
+                         f"{100 * d['value']:+.1f} [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] |")
+        ud = u["mean_difference"]
+        lines.append(f"| mean of {mean_label(r)} | {100 * r['mean']['frozen-probe']:.1f} | "
+                     f"{100 * u['mean']['frozen-probe']:.1f} | {100 * r['mean'][part]:.1f} | {100 * u['mean'][part]:.1f} | "
+                     f"{100 * ud['value']:+.1f} [{100 * ud['ci'][0]:+.1f}, {100 * ud['ci'][1]:+.1f}] |")
+        worst = min(((100 * (v[part]["macro_f1"] - r["per_language"][k][part]["macro_f1"]), k)
+                     for k, v in u["per_language"].items()), default=None)
+        if worst:
+            lines += ["", f"uniform-prior on the fine-tuned model: worst change vs its plain prediction {worst[0]:+.1f} "
+                      f"({worst[1]})" + (" (more than 2 points lower)." if worst[0] < -2 else ".")]
     m = r["machine"]
     total = r["seconds"].get("total")
     lines += ["", f"Wall time: frozen probe {r['seconds']['frozen-probe']} s (cached features), fine-tuning "
               f"{r['seconds'][part]} s for all folds (decoding included)"
-              + (f", {total} s in all" if total else "") + ", nice 19 on a machine shared with other sessions "
-              f"(load average at the end {', '.join(f'{x:.1f}' for x in m['load_average'])}). Device: {r['device']}; "
+              + (f", {total} s in all" if total else "") + (f", nice {r['nice']}" if r.get("nice") is not None else ", nice 19 on a machine shared with other sessions")
+              + f" (load average at the end {', '.join(f'{x:.1f}' for x in m['load_average'])}). Device: {r['device']}; "
               f"CPU {m['cpu']}, {m['cores']} cores, flags {', '.join(m['flags'])}, native bf16: "
               f"{m['bf16'].get('native_bf16')} (so fp32 throughout), torch threads {training.get('num_threads')}.", "",
               "The lead's full-data frozen probe (all clips, benchmarks/results/zero_shot.md) is a different "
