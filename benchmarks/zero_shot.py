@@ -129,11 +129,20 @@ def run_fold(config, tta: dict[str, Any], plan, inputs, fold, *, dg: bool, log, 
     inner = (lambda c: c.model_copy(update={"training": {**c.training, "refit": False}})) if not refit_inner else (lambda c: c)
 
     # 1. layer input, by the inner leave-one-language-out over the training languages
-    layer_choice = choose_candidate(inner(config), train_rows, val_rows, inputs, classes, quiet)
-    chosen = apply_candidate(config, layer_choice.choice)
-    out.record["layer_input"] = {"chosen": _label(layer_choice.choice),
-                                 "inner_scores": {_label(c): s for c, s in zip(layer_choice.candidates, layer_choice.scores)}}
-    log(f"{language}: layer input {_label(layer_choice.choice)} ({time.perf_counter() - started:.0f} s)")
+    candidates = config.select.expanded() if config.select is not None else [{}]
+    # the inner protocol of the later choices: the recipe's select, else leave one language out
+    inner_by, inner_params, inner_metric = ((config.select.by, config.select.params, config.select.metric)
+                                            if config.select is not None else ("leave_one_language_out", {}, None))
+    if len(candidates) == 1:  # nothing to choose (a recipe without select): no inner fits
+        chosen = apply_candidate(config, candidates[0])
+        out.record["layer_input"] = {"chosen": _label(candidates[0]), "inner_scores": {}}
+    else:
+        layer_choice = choose_candidate(inner(config), train_rows, val_rows, inputs, classes, quiet)
+        chosen = apply_candidate(config, layer_choice.choice)
+        out.record["layer_input"] = {"chosen": _label(layer_choice.choice),
+                                     "inner_scores": {_label(c): s for c, s in zip(layer_choice.candidates,
+                                                                                  layer_choice.scores)}}
+    log(f"{language}: layer input {out.record['layer_input']['chosen']} ({time.perf_counter() - started:.0f} s)")
 
     masks = fold_class_masks(pd.concat([train_rows, val_rows]), classes)
 
@@ -145,8 +154,7 @@ def run_fold(config, tta: dict[str, Any], plan, inputs, fold, *, dg: bool, log, 
     options = tta.get("domain_generalisation") or [{}]
     fitted_by_option = {}
     if dg and len(options) > 1:
-        spec = SelectSpec(by=config.select.by, params=config.select.params, metric=config.select.metric,
-                          candidates=options)
+        spec = SelectSpec(by=inner_by, params=inner_params, metric=inner_metric, candidates=options)
         dg_choice = choose_candidate(inner(chosen).model_copy(update={"select": spec}), train_rows, val_rows, inputs,
                                      classes, quiet)
         best = dg_choice.chosen
@@ -176,7 +184,7 @@ def run_fold(config, tta: dict[str, Any], plan, inputs, fold, *, dg: bool, log, 
         from polyemo.train.adaptation import make_adapter
 
         records = choose_adaptation(inner(final_config), train_rows, val_rows, inputs, classes, adaptation,
-                                    by=config.select.by, params=config.select.params)
+                                    by=inner_by, params=inner_params)
         fit_data = fitted.prepare(inputs.split_data(pd.concat([train_rows, val_rows]), classes, masks), inputs.layers)
         out.record["adaptation"] = {}
         for name, record in records.items():
@@ -220,6 +228,35 @@ def score(folds: list[Fold], classes: list[str], n_boot: int, seed: int) -> dict
     return table
 
 
+FINETUNED = "dg:fine-tuned"
+FINETUNED_UNIFORM = "dg:fine-tuned + uniform-prior"
+
+
+def add_finetuned(folds: list[Fold], run: Path) -> None:
+    """The fine-tuned part's held-out predictions (``run/predictions.csv``) as two more rows of
+    each language it held out: plain, and after ``uniform-prior`` at strength 1 (fixed a priori)
+    on that language's unlabelled batch. Its test rows must be the plain model's."""
+    from polyemo.train.adaptation.uniform_prior import UniformPrior
+
+    frame = pd.read_csv(run / "predictions.csv", dtype={"true": str, "pred": str, "speaker": str})
+    columns = [c for c in frame.columns if c.startswith("p_")]
+    classes = np.array([c[2:] for c in columns])
+    for fold in folds:
+        rows = frame[frame["language"].astype(str) == fold.language]
+        if rows.empty:
+            continue
+        plain = fold.rows["plain"]
+        if sorted(rows["true"]) != sorted(plain["true"]) or sorted(rows["speaker"]) != sorted(plain["speaker"]):
+            raise SystemExit(f"{run}: the held-out {fold.language} rows differ from the zero-shot benchmark's "
+                             f"({len(rows)} vs {len(plain)}): not the same rows, not comparable")
+        adapted = UniformPrior(strength=1.0).adapt(None, None, rows[columns].to_numpy(np.float64))
+        base = pd.DataFrame({"speaker": rows["speaker"].to_numpy(), "corpus": rows["corpus"].astype(str).to_numpy(),
+                             "true": rows["true"].to_numpy()})
+        fold.rows[FINETUNED] = base.assign(pred=rows["pred"].to_numpy())
+        fold.rows[FINETUNED_UNIFORM] = base.assign(pred=classes[adapted.argmax(1)])
+        fold.record.setdefault("finetuned", []).append(str(run))
+
+
 ROW_TEXT = {
     "plain": "**plain** (no target data: training statistics)",
     "prior-em": "+ prior-em (label shift: EM class priors on the unlabelled batch)",
@@ -232,13 +269,21 @@ ROW_TEXT = {
 }
 
 
+DG_TEXT = {
+    FINETUNED: "fine-tuned whisper-base (block 2 trained, hidden state 3; issue 11)",
+    FINETUNED_UNIFORM: "fine-tuned + uniform-prior (strength 1, a priori)",
+}
+
+
 def _grid_text(folds, config, tta, args) -> str:
     options = tta.get("domain_generalisation") or []
     ran_dg = any("domain_generalisation" in f.record for f in folds)
     dg = (f"{len(options)} domain-generalisation options ({', '.join(_label(o) for o in options)})" if ran_dg
           else "no domain-generalisation options (--no-dg)")
     rows = f"at most {args.limit} utterances per corpus (--limit)" if args.limit else "every utterance"
-    return (f"Grid: {len(config.select.expanded())} candidates of the recipe's select, {dg}; rows: {rows}; inner folds score their models "
+    select = (f"{len(config.select.expanded())} candidates of the recipe's select" if config.select is not None
+              else "no select (the recipe's one head, nothing chosen)")
+    return (f"Grid: {select}, {dg}; rows: {rows}; inner folds score their models "
             "without the refit on train + validation (the outer models are refitted). Each language may run as its "
             "own job (--languages xx); the table scores every language file present.\n")
 
@@ -284,8 +329,15 @@ def markdown(table, folds, languages, seconds, args, config, tta) -> str:
             row = table[name]
             changes = {lang: 100 * (row[lang]["macro_f1"] - base[lang]["macro_f1"]) for lang in languages if lang in row}
             lang = min(changes, key=changes.get)
-            lines.append(f"| {name[3:]} | " + " | ".join(cell(row, l) for l in languages)
+            lines.append(f"| {DG_TEXT.get(name, name[3:])} | " + " | ".join(cell(row, l) for l in languages)
                          + f" | {mean(row)} | {changes[lang]:+.1f} ({lang}) vs {dg_rows[0][3:]} |")
+        if FINETUNED in table:
+            runs = sorted({r for f in folds for r in f.record.get("finetuned", [])})
+            lines += ["", "The fine-tuned rows are not a candidate of the inner protocol (fine-tuning every inner fold "
+                      "does not fit the 2-core CPU): recipes/poleval-finetune.yaml part cpu-top-block with its settings "
+                      "fixed a priori, its epoch chosen on validation speakers of the training languages, the same "
+                      "held-out rows (runs: " + ", ".join(runs) + "; benchmarks/results/finetune_full.md and finetune_full_am.md). "
+                      "uniform-prior there is at strength 1, not chosen."]
     lines += ["", "## Choices (inner leave-one-language-out over the training languages)", "",
               "| held out | layer input | domain generalisation | adaptation settings | seconds |", "|---|---|---|---|---:|"]
     for f in folds:
@@ -298,7 +350,7 @@ def markdown(table, folds, languages, seconds, args, config, tta) -> str:
     lines += [f"- {text}: {value}" for text, value in ANCHORS]
     lines += ["", f"Time: {seconds:.0f} s summed over the languages (wall time of their jobs), with cached {config.encoder.name} {config.features} features (shared 2-core machine). "
                   f"Recipe: {args.recipe.name} + {getattr(args.tta, 'name', args.tta)}; candidates of the recipe's select: "
-                  + ", ".join(_label(c) for c in config.select.expanded())
+                  + (", ".join(_label(c) for c in config.select.expanded()) if config.select is not None else "none")
                   + ". Training: " + json.dumps(config.training) + ". "
                   + _grid_text(folds, config, tta, args)]
     return "\n".join(lines)
@@ -318,6 +370,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most N utterances per corpus (smoke runs)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where STEM.{json,md} go")
     parser.add_argument("--stem", default="zero_shot", help="file name of the results (default zero_shot)")
+    parser.add_argument("--finetuned", type=Path, nargs="*", default=None,
+                        help="run folders of a fine-tuning part (benchmarks/finetune.py --out X: X/cpu-top-block) whose "
+                             "held-out predictions join the domain-generalisation table, plain and + uniform-prior")
     parser.add_argument("--folds", type=Path, default=None,
                         help="per-language files (choices, predictions); default RESULTS/zero_shot_folds")
     args = parser.parse_args()
@@ -348,6 +403,8 @@ def main() -> None:
             done = run_fold(config, tta, plan, inputs, fold, dg=not args.no_dg, log=lambda text: print(text, flush=True))
             done.save(fold_dir / f"{language}.json")
     folds = [Fold.load(path) for lang in LANGUAGES if (path := fold_dir / f"{lang}.json").exists()]
+    for run in args.finetuned or []:
+        add_finetuned(folds, run)
     table = score(folds, plan.classes, args.n_boot, config.seed)
     seconds = sum(f.record["seconds"] for f in folds)
     languages = [lang for lang in LANGUAGES if any(f.language == lang for f in folds)]

@@ -36,6 +36,7 @@ SHRUNK = {
     "is25-mmwavlm": ("egemaps", 30),  # issue 13: 5 speaker folds of BAVED need 30 clips
     "zero-shot-augment": ("egemaps", 12),  # issue 12: augmented copies of the training clips
     "zero-shot-frames": ("egemaps-lld", 12),  # issue 12: frame-level heads, chosen by the inner protocol
+    "zero-shot-frames-full": ("egemaps-lld", 12),  # issue 12: the frame MLP alone, every utterance
 }
 
 
