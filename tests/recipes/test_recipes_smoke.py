@@ -62,8 +62,7 @@ EXTRA = {
 # (zero-shot-tta is not a bench but what benchmarks/zero_shot.py adds to zero-shot: read by its test)
 OWN_SMOKE_TEST = {"poleval-finetune": "test_finetune_recipe.py", "abhinaya": "test_abhinaya_smoke.py",
                   "zero-shot-tta": "../train/test_domain_recipe.py",
-                  "zero-shot-augment-tta": "../experiment/test_augment_run.py",
-                  "zero-shot-frames-tta": "../train/test_domain_recipe.py"}
+                  "zero-shot-augment-tta": "../experiment/test_augment_run.py"}
 
 
 def test_every_recipe_is_covered():

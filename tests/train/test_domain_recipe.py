@@ -43,29 +43,3 @@ def test_five_language_folds_on_the_real_manifests(prepared_manifest):
     assert set(parts["test"]["corpus"]) == {"ased"} and len(parts["test"]) == 2474
     assert "ased" not in set(parts["train"]["corpus"]) | set(parts["validation"]["corpus"])
     assert sorted(parts["test"]["target"].unique()) == ["anger", "fear", "happiness", "neutral", "sadness"]
-
-
-def test_frame_recipe_adapters_need_only_probabilities():
-    """recipes/zero-shot-frames-tta.yaml lists adapters that re-weight probabilities (a frame
-    head has no pooled normalisation for tent or adabn to move): each adapts with no estimator
-    and no features, strength 0 first (ties keep the plain prediction)."""
-    import numpy as np
-
-    from polyemo.train.adaptation import make_adapter
-
-    tta = yaml.safe_load((REPO / "recipes" / "zero-shot-frames-tta.yaml").read_text())
-    assert set(tta) == {"adaptation"} and sorted(tta["adaptation"]) == ["prior-em", "uniform-prior"]
-    rng = np.random.default_rng(0)
-    probabilities = rng.dirichlet(np.ones(6) * 0.5, size=40) * np.array([4, 1, 1, 1, 1, 1])
-    probabilities /= probabilities.sum(1, keepdims=True)  # a batch leaning to class 0
-    for name, options in tta["adaptation"].items():
-        assert options[0] == {"strength": 0.0}
-        for option in options:
-            adapter = make_adapter(name, **option)
-            adapter.source_prior = np.full(6, 1 / 6)
-            adapted = adapter.adapt(None, None, probabilities)
-            assert adapted.shape == probabilities.shape and np.allclose(adapted.sum(1), 1.0)
-            if option["strength"] == 0.0:
-                assert np.allclose(adapted, probabilities)
-    uniform = make_adapter("uniform-prior", strength=1.0).adapt(None, None, probabilities)
-    assert np.abs(uniform.mean(0) - 1 / 6).max() < 1e-3 < np.abs(probabilities.mean(0) - 1 / 6).max()
