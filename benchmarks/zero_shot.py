@@ -283,8 +283,10 @@ def _grid_text(folds, config, tta, args) -> str:
     rows = f"at most {args.limit} utterances per corpus (--limit)" if args.limit else "every utterance"
     select = (f"{len(config.select.expanded())} candidates of the recipe's select" if config.select is not None
               else "no select (the recipe's one head, nothing chosen)")
+    outer = ("the outer models are refitted" if config.training.get("refit", True) is not False
+             else "no model is refitted: the recipe's refit: false keeps the epoch chosen on validation speakers")
     return (f"Grid: {select}, {dg}; rows: {rows}; inner folds score their models "
-            "without the refit on train + validation (the outer models are refitted). Each language may run as its "
+            f"without the refit on train + validation ({outer}). Each language may run as its "
             "own job (--languages xx); the table scores every language file present.\n")
 
 
