@@ -218,7 +218,7 @@ def main() -> None:
         common["limit"] = {"per_corpus": args.per_corpus}
     cells = {c.id: c for c in expand_grid(bench, str(args.recipe), args.recipe.parent, common)}
     shrink: dict[str, Any] = {}
-    folds: dict[str, Any] = {"protocol.params.target": list(args.languages)} if args.languages else {}
+    fold_overrides: dict[str, Any] = {"protocol.params.target": list(args.languages)} if args.languages else {}
     if args.as_recipe:
         shrink = {"training.num_threads": args.threads}
         if args.epochs is not None:
@@ -230,7 +230,7 @@ def main() -> None:
     started = {}
     results = {}
     clock = time.perf_counter()
-    for name, overrides in (("frozen-probe", folds), (args.part, {**shrink, **folds})):
+    for name, overrides in (("frozen-probe", fold_overrides), (args.part, {**shrink, **fold_overrides})):
         t = time.perf_counter()
         result = run_experiment(cells[name].config, args.out / name, overrides=overrides, progress=False)
         started[name] = round(time.perf_counter() - t, 1)
@@ -241,7 +241,7 @@ def main() -> None:
     if args.control_layer is not None:
         t = time.perf_counter()
         run_experiment(cells["frozen-probe"].config, args.out / f"frozen-probe-layer{args.control_layer}",
-                       overrides={"encoder.layers": [args.control_layer], "encoder.select": "none", **folds},
+                       overrides={"encoder.layers": [args.control_layer], "encoder.select": "none", **fold_overrides},
                        progress=False)
         control = control_record(args.out, args.part, args.control_layer, args.n_boot,
                                  round(time.perf_counter() - t, 1))
