@@ -106,8 +106,11 @@ def score(runs: dict[str, Path], part: str, n_boot: int):
     """Per-language macro-F1 of the probe and the fine-tuned part on the same test rows, their
     means over LANGUAGES, and the mean paired difference with a 95 % interval (the mean over
     languages of each draw's per-language difference; speakers resampled within languages)."""
-    frames = {n: pd.read_csv(path / "predictions.csv", dtype={"true": str, "pred": str}) for n, path in runs.items()}
-    return score_frames(frames, part, n_boot)
+    return score_frames(read_predictions(runs), part, n_boot)
+
+
+def read_predictions(runs: dict[str, Path]) -> dict[str, pd.DataFrame]:
+    return {n: pd.read_csv(path / "predictions.csv", dtype={"true": str, "pred": str}) for n, path in runs.items()}
 
 
 def score_frames(frames: dict[str, pd.DataFrame], part: str, n_boot: int):
@@ -145,18 +148,11 @@ def uniform_prior_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def adapted_record(runs: dict[str, Path], part: str, n_boot: int) -> dict[str, Any]:
-    """Probe and fine-tuned part, both with ``uniform-prior`` on each held-out batch."""
-    frames = {}
-    for name, path in runs.items():
-        frame = pd.read_csv(path / "predictions.csv", dtype={"true": str, "pred": str})
-        frames[name] = uniform_prior_frame(frame)
-    per_language, means, mean_difference = score_frames(frames, part, n_boot)
+def adapted_record(frames: dict[str, pd.DataFrame], part: str, n_boot: int) -> dict[str, Any]:
+    """Probe and fine-tuned part (their predictions), both with ``uniform-prior`` on each held-out batch."""
+    per_language, means, mean_difference = score_frames({n: uniform_prior_frame(f) for n, f in frames.items()},
+                                                        part, n_boot)
     return {"per_language": per_language, "mean": means, "mean_difference": mean_difference}
-
-
-def rows_scored(results: dict[str, Any]) -> int:
-    return int(len(pd.read_csv(Path(results["frozen-probe"].out_dir) / "predictions.csv")))
 
 
 def control_record(out: Path, part: str, layer: int, n_boot: int, seconds: float | None) -> dict[str, Any]:
@@ -195,14 +191,14 @@ def main() -> None:
     results_md, results_json = RESULTS / f"{args.stem}.md", RESULTS / f"{args.stem}.json"
     if args.rescore:
         record = json.loads(results_json.read_text())
-        record["per_language"], record["mean"], record["mean_difference"] = score(
-            {n: args.out / n for n in ("frozen-probe", record["part"])}, record["part"], args.n_boot)
+        frames = read_predictions({n: args.out / n for n in ("frozen-probe", record["part"])})
+        record["per_language"], record["mean"], record["mean_difference"] = score_frames(frames, record["part"],
+                                                                                       args.n_boot)
         layer = args.control_layer if args.control_layer is not None else (record.get("control") or {}).get("layer")
         if layer is not None:
             seconds = (record.get("control") or {}).get("seconds")
             record["control"] = control_record(args.out, record["part"], layer, args.n_boot, seconds)
-        record["uniform_prior"] = adapted_record({n: args.out / n for n in ("frozen-probe", record["part"])},
-                                                 record["part"], args.n_boot)
+        record["uniform_prior"] = adapted_record(frames, record["part"], args.n_boot)
         results_json.write_text(json.dumps(record, indent=2, default=str) + "\n")
         results_md.write_text(markdown(record) + "\n")
         return
@@ -245,8 +241,8 @@ def main() -> None:
                        progress=False)
         control = control_record(args.out, args.part, args.control_layer, args.n_boot,
                                  round(time.perf_counter() - t, 1))
-    per_language, means, mean_difference = score({n: Path(r.out_dir) for n, r in results.items()}, args.part,
-                                                 args.n_boot)
+    frames = read_predictions({n: Path(r.out_dir) for n, r in results.items()})
+    per_language, means, mean_difference = score_frames(frames, args.part, args.n_boot)
     fold_dir = Path(results[args.part].out_dir) / "folds"
     folds = [json.loads((fold_dir / name / "fold.json").read_text()) for name in sorted(p.name for p in fold_dir.iterdir())]
     config = json.loads((Path(results[args.part].out_dir) / "config.json").read_text())["config"]
@@ -254,13 +250,13 @@ def main() -> None:
 
     record = {"per_language": per_language, "mean": means, "mean_difference": mean_difference, "seconds": started, "machine": cpu_facts(),
               "device": "cuda" if torch.cuda.is_available() else "cpu", "full": args.full, "as_recipe": args.as_recipe,
-              "part": args.part, "per_corpus": args.per_corpus if capped else None, "rows": rows_scored(results),
+              "part": args.part, "per_corpus": args.per_corpus if capped else None, "rows": len(frames["frozen-probe"]),
               "languages": args.languages, "nice": os.nice(0),
               "finetune_config": {"head": config["head"], "training": config["training"], "limit": config["limit"]},
               "example_fold": {k: folds[0].get(k) for k in ("name", "n_train", "n_validation", "n_test", "best_epoch",
                                                             "history")},
               "folds": [fold_summary(f, config["training"]) for f in folds], "control": control,
-              "uniform_prior": adapted_record({n: Path(r.out_dir) for n, r in results.items()}, args.part, args.n_boot)}
+              "uniform_prior": adapted_record(frames, args.part, args.n_boot)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     results_json.write_text(json.dumps(record, indent=2, default=str) + "\n")
     results_md.write_text(markdown(record) + "\n")

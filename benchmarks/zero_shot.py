@@ -236,24 +236,22 @@ def add_finetuned(folds: list[Fold], run: Path) -> None:
     """The fine-tuned part's held-out predictions (``run/predictions.csv``) as two more rows of
     each language it held out: plain, and after ``uniform-prior`` at strength 1 (fixed a priori)
     on that language's unlabelled batch. Its test rows must be the plain model's."""
-    from polyemo.train.adaptation.uniform_prior import UniformPrior
+    from finetune import uniform_prior_frame  # benchmarks/finetune.py: the same adaptation of its tables
 
     frame = pd.read_csv(run / "predictions.csv", dtype={"true": str, "pred": str, "speaker": str})
-    columns = [c for c in frame.columns if c.startswith("p_")]
-    classes = np.array([c[2:] for c in columns])
+    adapted = uniform_prior_frame(frame)
     for fold in folds:
-        rows = frame[frame["language"].astype(str) == fold.language]
-        if rows.empty:
+        rows = (frame["language"].astype(str) == fold.language).to_numpy()
+        if not rows.any():
             continue
-        plain = fold.rows["plain"]
-        if sorted(rows["true"]) != sorted(plain["true"]) or sorted(rows["speaker"]) != sorted(plain["speaker"]):
+        tuned, plain = frame[rows], fold.rows["plain"]
+        if sorted(tuned["true"]) != sorted(plain["true"]) or sorted(tuned["speaker"]) != sorted(plain["speaker"]):
             raise SystemExit(f"{run}: the held-out {fold.language} rows differ from the zero-shot benchmark's "
-                             f"({len(rows)} vs {len(plain)}): not the same rows, not comparable")
-        adapted = UniformPrior(strength=1.0).adapt(None, None, rows[columns].to_numpy(np.float64))
-        base = pd.DataFrame({"speaker": rows["speaker"].to_numpy(), "corpus": rows["corpus"].astype(str).to_numpy(),
-                             "true": rows["true"].to_numpy()})
-        fold.rows[FINETUNED] = base.assign(pred=rows["pred"].to_numpy())
-        fold.rows[FINETUNED_UNIFORM] = base.assign(pred=classes[adapted.argmax(1)])
+                             f"({len(tuned)} vs {len(plain)}): not the same rows, not comparable")
+        base = pd.DataFrame({"speaker": tuned["speaker"].to_numpy(), "corpus": tuned["corpus"].astype(str).to_numpy(),
+                             "true": tuned["true"].to_numpy()})
+        fold.rows[FINETUNED] = base.assign(pred=tuned["pred"].to_numpy())
+        fold.rows[FINETUNED_UNIFORM] = base.assign(pred=adapted.loc[rows, "pred"].to_numpy())
         fold.record.setdefault("finetuned", []).append(str(run))
 
 

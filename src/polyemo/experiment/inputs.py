@@ -108,9 +108,11 @@ class CachedFeatures(InputProvider):
     def _rows(self, array, index: np.ndarray):
         return array[index] if isinstance(array, np.ndarray) else [array[i] for i in index]
 
+    def _index(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.array([self.row_of[u] for u in rows["utt_id"].astype(str)], dtype=np.int64)
+
     def split_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray]):
-        index = np.array([self.row_of[u] for u in rows["utt_id"].astype(str)], dtype=np.int64)
-        return self._split_data(rows, self._rows(self.array, index), classes, masks)
+        return self._split_data(rows, self._rows(self.array, self._index(rows)), classes, masks)
 
     def training_data(self, rows: pd.DataFrame, classes: list[str], masks: dict[str, np.ndarray],
                       augment: Any = None):
@@ -123,7 +125,7 @@ class CachedFeatures(InputProvider):
                                   f"{wanted}: extract the inputs with the experiment's encoder.augment")
         from polyemo.train import SplitData
 
-        index = np.array([self.row_of[u] for u in rows["utt_id"].astype(str)], dtype=np.int64)
+        index = self._index(rows)
         parts = [plain]
         for copy, array in enumerate(self.augmented):
             if isinstance(array, np.ndarray):
