@@ -310,7 +310,9 @@ def markdown(r: dict[str, Any]) -> str:
         "normalisation) is run on exactly the same rows and folds.",
         "",
         "macro-F1 (%) of each held-out language, 95 % speaker-cluster bootstrap interval; the last column is the "
-        "paired difference (fine-tuned minus probe) over the same speakers.", "",
+        "paired difference (fine-tuned minus probe) over the same speakers. Classes scored: the poleval6 classes "
+        "each language has (" + "; ".join(f"{k}: {', '.join(v['classes'])}" for k, v in r["per_language"].items())
+        + "). Means are over the held-out languages (one fold each), not pooled.", "",
         f"| language | rows | frozen probe | fine-tuned ({part}) | difference |", "|---|---:|---:|---:|---:|",
     ]
     for language, v in r["per_language"].items():
