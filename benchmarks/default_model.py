@@ -1,17 +1,19 @@
 """The default model's recipe, measured: leave one language out with nested choices.
 
     python benchmarks/default_model.py [--out runs/default-model] [--corpora-root ../shared/corpora]
+        [--only lolo] [--previous BUNDLE]
 
-Runs ``polyemo bench recipes/default-model-six-corpora.yaml`` (the successor candidate of the
-shipped default model, issue 12) (resumable; cached features) and writes
-benchmarks/results/default_model.{json,md}: macro-F1 and UA per held-out language (mean of
-folds with its 95 % interval, pooled), what each held-out language's model chose (layer and
-normalisation, by an inner leave-one-language-out over the OTHER languages only, with every
-candidate's inner score), the final model's own choice over all five languages, and (issue
-12) the plain score first with each test-time adapter's score beside it, every strength
-chosen by the same inner protocol. No number here chose anything: the choices are made
-inside each fold's training languages; the per-language scores are the honest zero-shot
-estimates of the recipe. ``--only lolo`` runs just the leave-one-language-out cell.
+Runs ``polyemo bench recipes/default-model.yaml`` (the shipped default model: six corpora,
+issue 12) (resumable; cached features) and writes benchmarks/results/default_model.{json,md}:
+macro-F1 and UA per held-out language (mean of folds with its 95 % interval, pooled), what each
+held-out language's model chose (layer input, sampling, normalisation, by an inner
+leave-one-language-out over the OTHER languages only, with every candidate's inner score), the
+final model's own choice over all five languages, and the plain score first with each test-time
+adapter's score beside it, every strength chosen by the same inner protocol. No number here
+chose anything: the choices are made inside each fold's training languages; the per-language
+scores are the honest zero-shot estimates of the recipe. ``--only lolo`` runs just the
+leave-one-language-out cell. ``--previous BUNDLE`` compares with an earlier default model: its
+own leave-one-language-out scores, and its plain score on each language it never heard.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from polyemo.experiment.final import read_final_info  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-RECIPE = HERE.parent / "recipes" / "default-model-six-corpora.yaml"
+RECIPE = HERE.parent / "recipes" / "default-model.yaml"
 
 
 def _pct(value) -> str:
@@ -42,14 +44,93 @@ def _ci(ci) -> str:
 
 
 def _candidate(candidate: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in candidate.items())
+    """A short name: layers and how they are combined, then what else the candidate sets."""
+    layers = candidate.get("layers")
+    head = candidate.get("head") or {}
+    parts = []
+    if layers is not None:
+        span = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)) else layers
+        parts.append(f"layer {layers[0]}" if len(layers) == 1 else f"layers {span} {head.get('layers', '')}".rstrip())
+    if head.get("name", "linear") != "linear":
+        params = head.get("params") or {}
+        parts.append(head["name"] + (f" C {params['C']}" if "C" in params else ""))
+    sampling = (candidate.get("training") or {}).get("sampling")
+    if sampling:
+        parts.append(sampling.replace("_", "-"))
+    if candidate.get("normalisation"):
+        parts.append(f"{candidate['normalisation']} normalisation")
+    rest = {k: v for k, v in candidate.items() if k not in ("layers", "head", "training", "normalisation")}
+    parts += [f"{k} {v}" for k, v in rest.items()]
+    return ", ".join(parts) or "the recipe's base"
+
+
+def unseen_language_scores(bundle_path: Path, corpora_root: Path | None, cache: Path | None = None) -> dict:
+    """A bundle's macro-F1 on each shared categorical corpus language it was NOT trained on:
+    an honest zero-shot score (nothing of that language took part in training or choices).
+    Cached features of the bundle's layers, its normaliser and head, as ``polyemo predict``
+    would run them on each clip; scored on the classes the language has, with a 95 %
+    speaker-cluster bootstrap interval."""
+    import numpy as np
+
+    from polyemo.bundle import read_bundle
+    from polyemo.cache import features
+    from polyemo.experiment.config import experiment_from_dict
+    from polyemo.experiment.data import experiment_manifest
+    from polyemo.metrics import evaluate_classification
+    from polyemo.predict.engine import load_model
+    from polyemo.predict.normalise import own_group
+
+    bundle = read_bundle(bundle_path)
+    final = bundle.metrics.get("final_model") or {}
+    seen = set(final.get("languages") or [])
+    if not seen:
+        raise SystemExit(f"{bundle_path}: metrics.json names no training languages")
+    recipe = _read_recipe()
+    root = {} if corpora_root is None else {"corpora_root": str(corpora_root)}
+    layers = list(bundle.config.features.layers or [])
+    recogniser = load_model(bundle_path)
+    out = {}
+    for corpus in recipe["base"]["corpora"]:
+        encoder = {"name": bundle.config.features.encoder, "layers": layers}
+        if cache is not None:
+            encoder["cache_dir"] = str(cache)
+        config = experiment_from_dict({"name": "default-model-unseen", "corpora": [corpus], "labels": bundle.labels.name,
+                                       "protocol": "loso", "encoder": encoder, **root})
+        manifest, _ = experiment_manifest(config)
+        languages = set(manifest["language"].astype(str))
+        if languages & seen:
+            continue
+        extracted = features(manifest, bundle.config.features.encoder, layers=layers, cache_dir=cache, progress=True)
+        ok = np.asarray(extracted.ok, dtype=bool)
+        positions = [list(extracted.layers).index(layer) for layer in layers]
+        rows = [np.asarray(a[positions], dtype=np.float32) for a, k in zip(extracted.array, ok) if k]
+        normalised, _ = recogniser._normaliser(rows, [own_group(i) for i in range(len(rows))])
+        probabilities, _ = recogniser._forward(normalised)
+        kept = manifest[ok].reset_index(drop=True)
+        result = evaluate_classification(kept["label"].astype(str).to_numpy(), probabilities.argmax(1),
+                                         list(bundle.labels.classes), groups=kept["speaker"].astype(str).to_numpy(),
+                                         n_boot=1000)
+        for language in sorted(languages):
+            out[language] = {"corpus": corpus, "n": int(ok.sum()), "n_failed": int((~ok).sum()),
+                             "macro_f1": result.macro_f1, "ci": [result.ci["macro_f1"].low, result.ci["macro_f1"].high],
+                             "classes": result.evaluated_classes}
+    return out
+
+
+def _read_recipe() -> dict:
+    import yaml
+
+    return yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=HERE.parent / "runs" / "default-model-six-corpora")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "runs" / "default-model")
     parser.add_argument("--corpora-root", type=Path, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="cell ids to run (default: all)")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="an earlier default-model bundle to compare with, e.g. the four-language one: "
+                             "git archive 5acb3dc src/polyemo/data/default-model | tar -x -C /tmp/previous")
     args = parser.parse_args()
     overrides = {} if args.corpora_root is None else {"corpora_root": str(args.corpora_root.resolve())}
     started = time.perf_counter()
@@ -66,7 +147,7 @@ def main() -> None:
             "macro_f1": fold.macro_f1, "ua": fold.ua, "wa": fold.wa, "n_fit": record["n_fit"],
             "chosen": selection["candidates"][selection["chosen"]],
             "inner": [{"candidate": c, "score": s} for c, s in zip(selection["candidates"], selection["scores"])],
-            "inner_test_groups": selection["inner_test_groups"],
+            "inner_test_groups": selection["inner_test_groups"], "seconds": record.get("seconds"),
         })
     final = read_final_info(cell)
     adaptation_file = cell / "adaptation.json"
@@ -74,8 +155,19 @@ def main() -> None:
     final_adaptation_file = cell / "final" / "adaptation.json"
     final_adaptation = (json.loads(final_adaptation_file.read_text(encoding="utf-8"))
                         if final_adaptation_file.is_file() else None)
+    previous = None
+    if args.previous is not None:
+        from polyemo.bundle import read_bundle
+
+        old = read_bundle(args.previous)
+        scores = {lang: {**row, "source": "lolo"}
+                  for lang, row in old.metrics["runs"].get("lolo", {}).get("per_language", {}).items()}
+        scores.update({lang: {**row, "source": "unseen"}
+                       for lang, row in unseen_language_scores(args.previous, args.corpora_root).items()})
+        previous = {"bundle": str(args.previous), "name": old.config.name,
+                    "languages": sorted(old.metrics["final_model"].get("languages") or []), "scores": scores}
     report = {
-        "recipe": str(RECIPE), "headline": lolo.headline, "seconds": round(seconds, 1),
+        "recipe": str(RECIPE), "previous": previous, "headline": lolo.headline, "seconds": round(seconds, 1),
         "mean_of_folds": lolo.mean_of_folds, "mean_of_folds_ci": lolo.mean_of_folds_ci,
         "pooled": lolo.pooled, "pooled_ci": lolo.pooled_ci, "folds": folds,
         "final_model": None if final is None else {"selection": final.selection, "chosen": final.chosen,
@@ -91,13 +183,13 @@ def main() -> None:
     lines = [
         "# The default model's recipe: leave one language out, the layer and the adaptation strengths nested", "",
         "EmoDB (de), RAVDESS + SAVEE (en), EMOVO (it), URDU (ur), ASED (am); ekman7 (anger, disgust, fear, happiness, neutral, "
-        "sadness, surprise; a held-out language is scored on the classes it has); frozen whisper-base fp32, pooled; "
-        "utterance normalisation; masked logistic regression with C 0.01, refit on train + validation. C and the "
-        "normalisation are fixed from the previous (four-language) default model's choices, so for de, en, it and ur "
-        "those two were not chosen without the held-out language (for am they were; see recipes/default-model-six-corpora.yaml). "
-        "The layer and every adapter's strength are chosen for each held-out language by an inner "
-        "leave-one-language-out over the OTHER four languages (mean macro-F1); the held-out language plays no part "
-        "in those choices.", "",
+        "sadness, surprise; a held-out language is scored on the classes it has); frozen whisper-base fp32, pooled; a "
+        "masked linear softmax layer (cross-entropy, epoch on held-out training speakers), refit on train + "
+        "validation. The layer input (layer 3, layers 1-6 weighted, layers 2-4 concatenated), the sampling (natural, "
+        "class-balanced, corpus-balanced) and the normalisation (global training statistics, or each utterance on "
+        "its own) are chosen for each held-out language by an inner leave-one-language-out over the OTHER four "
+        "languages (mean macro-F1), and so is every adapter's strength; the held-out language plays no part in "
+        "those choices (recipes/default-model.yaml).", "",
         f"**{lolo.headline}**", "",
         "| held-out language | test rows | classes | macro-F1 % | UA % | WA % | chosen (inner LOLO on the others) |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -135,27 +227,34 @@ def main() -> None:
         lines += ["", f"Final (bundled) model's adapter settings, chosen by {final_adaptation['chosen_by']}: {chosen} "
                       f"(inner mean macro-F1 per strength: {inner}); it ships "
                       f"**{final_adaptation['ships'] or 'no adapter (none gained on the inner protocol)'}**."]
-    packaged = HERE.parent / "src" / "polyemo" / "data" / "default-model" / "metrics.json"
-    old = json.loads(packaged.read_text(encoding="utf-8"))["runs"].get("lolo", {}).get("per_language", {})
-    shared = [row for row in folds if row["held_out"] in old]
-    if shared and set(old) != {row["held_out"] for row in folds}:
+    if previous is not None:
         ships = (final_adaptation or {}).get("ships")
         adapted = (adaptation or {}).get("scores", {}).get(ships, {}).get("folds", {}) if ships else {}
         by_fold = {row["held_out"]: name for name, row in zip([f.name for f in lolo.folds], folds)}
+        scores = previous["scores"]
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        lines += ["", "Against the packaged default model (its own leave-one-language-out, "
-                      f"{', '.join(sorted(old))} only), on the same held-out languages, macro-F1 %: packaged "
-                      + ", ".join(f"{lang} {_pct(old[lang]['macro_f1'])}" for lang in sorted(old))
-                      + f" (mean {_pct(mean([old[lang]['macro_f1'] for lang in old]))}); this recipe plain "
-                      + ", ".join(f"{row['held_out']} {_pct(row['macro_f1'])}" for row in sorted(shared, key=lambda r: r["held_out"]))
-                      + f" (mean {_pct(mean([row['macro_f1'] for row in shared]))})"
+        shared = [row for row in sorted(folds, key=lambda r: r["held_out"]) if row["held_out"] in scores]
+        lines += ["", f"Against the previous default model ({previous['bundle']}: {previous['name']}, trained on "
+                      f"{', '.join(previous['languages'])}), macro-F1 % per held-out language: its own "
+                      "leave-one-language-out scores (its metrics.json) for the languages it was trained on, and for "
+                      "each language it never heard its plain score on all of that language's clips "
+                      "(`unseen_language_scores`): "
+                      + ", ".join(f"{row['held_out']} {_pct(scores[row['held_out']]['macro_f1'])}"
+                                  + ("" if scores[row['held_out']]["source"] == "lolo" else
+                                     f" [{_pct(scores[row['held_out']]['ci'][0])}, {_pct(scores[row['held_out']]['ci'][1])}]"
+                                     " (never heard)")
+                                  for row in shared)
+                      + f", mean {_pct(mean([scores[row['held_out']]['macro_f1'] for row in shared]))}; this recipe plain "
+                      + ", ".join(f"{row['held_out']} {_pct(row['macro_f1'])}" for row in shared)
+                      + f", mean {_pct(mean([row['macro_f1'] for row in shared]))}"
                       + (f"; + {ships} mean {_pct(mean([adapted[by_fold[row['held_out']]] for row in shared]))}"
                          if adapted else "") + "."]
     if report["emobox"]:
         lines += ["", f"Each corpus on its own (EmoBox's published folds, choices on validation speakers): "
                       f"{report['emobox']['headline']}."]
-    lines += ["", f"Time: {seconds:.0f} s for this call (finished cells are reused); the lolo cell's folds took "
-                  f"{lolo.seconds.get('total', 0):.0f} s when they ran (its final model and adapter choice not included); "
+    fold_seconds = sum(row["seconds"] or 0 for row in folds)  # each fold's own time, also when reused
+    lines += ["", f"Time: {seconds:.0f} s for this call (finished cells and folds are reused); the lolo cell's folds took "
+                  f"{fold_seconds:.0f} s when they ran (its final model and adapter choice not included); "
                   f"{os.cpu_count()} CPUs.", ""]
     (RESULTS / "default_model.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

@@ -31,8 +31,7 @@ SHRUNK = {
     "cross-corpus": ("egemaps", 12),
     "ser-evals": ("egemaps-lld", 12),
     "attentive-speaker-norm": ("egemaps-lld", 8),
-    "default-model": ("egemaps", 16),
-    "default-model-six-corpora": ("egemaps", 16),  # issue 12: ASED added, adaptation in the bundle
+    "default-model": ("egemaps", 16),  # issue 12: six corpora, adaptation in the bundle
     "is25-mmwavlm": ("egemaps", 30),  # issue 13: 5 speaker folds of BAVED need 30 clips
     "zero-shot-augment": ("egemaps", 12),  # issue 12: augmented copies of the training clips
     "zero-shot-frames": ("egemaps-lld", 12),  # issue 12: frame-level heads, chosen by the inner protocol
@@ -45,8 +44,11 @@ SHRUNK = {
 EXTRA = {
     # layer-input candidates for a one-layer encoder (the recipe's are whisper-base layers)
     "zero-shot": ["--set", 'select.candidates=[{"layers": [0]}, {"layers": [0], "head": {"name": "linear", "layers": "weighted"}}]'],
-    "default-model": ["--set", 'select.grid={"normalisation": ["global", "utterance"]}'],
-    "default-model-six-corpora": ["--set", 'select.grid={"normalisation": ["global", "utterance"]}'],
+    # sampling and normalisation candidates for a one-layer encoder (the recipe's cross them with layers)
+    "default-model": ["--set", 'select.candidates=[{"layers": [0]}, {"layers": [0], "training": {"sampling": '
+                               '"class_balanced"}}, {"layers": [0], "normalisation": "utterance"}, {"layers": [0], '
+                               '"normalisation": "utterance", "head": {"name": "logreg", "params": {"C": [0.1, 1.0]}}}]',
+                      "--set", 'select.grid={"normalisation": ["global", "utterance"]}'],  # the emobox part's grid
     "emobox": ["--set", 'select.grid={"head": [{"name": "logreg", "params": {"C": [0.1, 1.0]}}], '
                         '"normalisation": ["global", "utterance"]}'],
     # the reference word instead of ASR transcripts (the ASR stage is tested in tests/text)
@@ -119,8 +121,9 @@ def test_recipe_runs_shrunk(name, shared_corpora, cache, tmp_path):
         for result in cells.values():
             assert [f["name"] for f in result["folds"]] == [f"holdout_{language}" for language in languages]
             assert result["primary_metric"] == "macro_f1"
-    if name in ("default-model", "default-model-six-corpora"):  # LOLO also trains the model to ship
+    if name == "default-model":  # LOLO also trains the model to ship, with its adapter settings
         assert (out / "cells" / "lolo" / "final" / "final.json").is_file()
+        assert (out / "cells" / "lolo" / "final" / "adaptation.json").is_file()
     if name == "is25-mmwavlm":  # dimensions + text + gender: CCC with its interval in the headline
         [result] = cells.values()
         assert result["headline"].startswith("CCC pooled arousal") and "gender (auxiliary) accuracy" in result["headline"]
