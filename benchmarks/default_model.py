@@ -70,42 +70,26 @@ def unseen_language_scores(bundle_path: Path, corpora_root: Path | None, cache: 
     Cached features of the bundle's layers, its normaliser and head, as ``polyemo predict``
     would run them on each clip; scored on the classes the language has, with a 95 %
     speaker-cluster bootstrap interval."""
-    import numpy as np
+    from default_model_state import bundle_manifest, bundle_rows
 
     from polyemo.bundle import read_bundle
-    from polyemo.cache import features
-    from polyemo.experiment.config import experiment_from_dict
-    from polyemo.experiment.data import experiment_manifest
     from polyemo.metrics import evaluate_classification
+    from polyemo.predict.adapt import predict_rows
     from polyemo.predict.engine import load_model
-    from polyemo.predict.normalise import own_group
 
     bundle = read_bundle(bundle_path)
-    final = bundle.metrics.get("final_model") or {}
-    seen = set(final.get("languages") or [])
+    seen = set((bundle.metrics.get("final_model") or {}).get("languages") or [])
     if not seen:
         raise SystemExit(f"{bundle_path}: metrics.json names no training languages")
-    recipe = _read_recipe()
-    root = {} if corpora_root is None else {"corpora_root": str(corpora_root)}
-    layers = list(bundle.config.features.layers or [])
     recogniser = load_model(bundle_path)
     out = {}
-    for corpus in recipe["base"]["corpora"]:
-        encoder = {"name": bundle.config.features.encoder, "layers": layers}
-        if cache is not None:
-            encoder["cache_dir"] = str(cache)
-        config = experiment_from_dict({"name": "default-model-unseen", "corpora": [corpus], "labels": bundle.labels.name,
-                                       "protocol": "loso", "encoder": encoder, **root})
-        manifest, _ = experiment_manifest(config)
+    for corpus in _recipe_corpora():
+        manifest = bundle_manifest(bundle, [corpus], corpora_root, cache)
         languages = set(manifest["language"].astype(str))
         if languages & seen:
             continue
-        extracted = features(manifest, bundle.config.features.encoder, layers=layers, cache_dir=cache, progress=True)
-        ok = np.asarray(extracted.ok, dtype=bool)
-        positions = [list(extracted.layers).index(layer) for layer in layers]
-        rows = [np.asarray(a[positions], dtype=np.float32) for a, k in zip(extracted.array, ok) if k]
-        normalised, _ = recogniser._normaliser(rows, [own_group(i) for i in range(len(rows))])
-        probabilities, _ = recogniser._forward(normalised)
+        rows, ok = bundle_rows(bundle, manifest, cache)
+        probabilities, _ = predict_rows(recogniser, rows)
         kept = manifest[ok].reset_index(drop=True)
         result = evaluate_classification(kept["label"].astype(str).to_numpy(), probabilities.argmax(1),
                                          list(bundle.labels.classes), groups=kept["speaker"].astype(str).to_numpy(),
@@ -117,10 +101,10 @@ def unseen_language_scores(bundle_path: Path, corpora_root: Path | None, cache: 
     return out
 
 
-def _read_recipe() -> dict:
+def _recipe_corpora() -> list[str]:
     import yaml
 
-    return yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    return yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["base"]["corpora"]
 
 
 def main() -> None:

@@ -34,11 +34,35 @@ SECTION = (
     "benchmarks/results/zero_shot.md.")
 
 
-def main() -> None:
-    from polyemo.bundle import AdaptationSpec, add_adaptation_state, read_bundle
-    from polyemo.cache import features
+def bundle_manifest(bundle, corpora: list[str], corpora_root: Path | None, cache: Path | None = None):
+    """The rows of ``corpora`` in the bundle's label set, as the experiment that trained it built them."""
     from polyemo.experiment.config import experiment_from_dict
     from polyemo.experiment.data import experiment_manifest
+
+    encoder = {"name": bundle.config.features.encoder, "layers": list(bundle.config.features.layers or [])}
+    if cache is not None:
+        encoder["cache_dir"] = str(cache)
+    root = {} if corpora_root is None else {"corpora_root": str(corpora_root)}
+    config = experiment_from_dict({"name": "default-model-rows", "corpora": list(corpora), "labels": bundle.labels.name,
+                                   "protocol": "loso", "encoder": encoder, **root})
+    manifest, _ = experiment_manifest(config)
+    return manifest
+
+
+def bundle_rows(bundle, manifest, cache: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The cached features of the bundle's layers for every row that has them ((L, D) each,
+    before normalisation), and which rows do (``ok``)."""
+    from polyemo.cache import features
+
+    layers = list(bundle.config.features.layers or [])
+    extracted = features(manifest, bundle.config.features.encoder, layers=layers, cache_dir=cache, progress=True)
+    ok = np.asarray(extracted.ok, dtype=bool)
+    positions = [list(extracted.layers).index(layer) for layer in layers]
+    return [np.asarray(a[positions], dtype=np.float32) for a, k in zip(extracted.array, ok) if k], ok
+
+
+def main() -> None:
+    from polyemo.bundle import AdaptationSpec, add_adaptation_state, read_bundle
     from polyemo.predict.adapt import adaptation_state_of
     from polyemo.predict.engine import default_model_path, load_model
     from polyemo.splits.model import manifest_sha256
@@ -53,23 +77,14 @@ def main() -> None:
     final = bundle.metrics.get("final_model") or {}
     if not final.get("corpora") or not final.get("manifest_sha256"):
         raise SystemExit(f"{path}: metrics.json names no final model's rows (corpora, manifest_sha256)")
-    encoder = {"name": bundle.config.features.encoder, "layers": list(bundle.config.features.layers or [])}
-    if args.cache is not None:
-        encoder["cache_dir"] = str(args.cache)
-    config = experiment_from_dict({
-        "name": "default-model-state", "corpora": list(final["corpora"]), "corpora_root": str(args.corpora_root),
-        "labels": bundle.labels.name, "protocol": "loso", "encoder": encoder})
-    manifest, _ = experiment_manifest(config)
+    manifest = bundle_manifest(bundle, final["corpora"], args.corpora_root, args.cache)
     n_rows = int(final.get("n_train", 0)) + int(final.get("n_validation", 0))
     if manifest_sha256(manifest) != final["manifest_sha256"] or len(manifest) != n_rows:
         raise SystemExit(f"{path}: the rebuilt rows ({len(manifest)}) are not the {n_rows} the model was trained on "
                          "(manifest fingerprint differs)")
-    extracted = features(manifest, bundle.config.features.encoder, layers=config.encoder.layers,
-                         cache_dir=args.cache, progress=True)
-    if not np.asarray(extracted.ok).all():
-        raise SystemExit(f"{path}: {int((~np.asarray(extracted.ok)).sum())} training rows have no features")
-    positions = [list(extracted.layers).index(layer) for layer in config.encoder.layers]
-    rows = [np.asarray(a[positions], dtype=np.float32) for a in extracted.array]
+    rows, ok = bundle_rows(bundle, manifest, args.cache)
+    if not ok.all():
+        raise SystemExit(f"{path}: {int((~ok).sum())} training rows have no features")
     recogniser = load_model(path)
     state = adaptation_state_of(recogniser, rows)
     spec = AdaptationSpec(chosen_by="default settings (strength 1.0): no inner choice was made; state added after "

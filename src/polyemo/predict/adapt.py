@@ -242,19 +242,27 @@ def enrolled_groups_required(paths: Sequence[str], groups: Sequence[str | None],
                          "column, or a folder with one sub-folder per speaker")
 
 
+def predict_rows(recogniser: Recogniser, features: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Class probabilities of pre-computed rows (each (L, D), the bundle's layers, before
+    normalisation), each row its own group as a single clip is predicted, and the rows as
+    the head saw them (normalised)."""
+    from polyemo.predict.normalise import own_group
+
+    normalised, _ = recogniser._normaliser(list(features), [own_group(i) for i in range(len(features))])
+    probabilities, _ = recogniser._forward(normalised)
+    return probabilities, normalised
+
+
 def adaptation_state_of(recogniser: Recogniser, features: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     """What ``--adapt`` needs of a bundle, computed on its TRAINING rows' features (each (L, D),
     the bundle's layers, before normalisation): the model's source prior (its mean prediction on
     them, :func:`polyemo.train.adaptation.model_prior`) and the moments of the features as its
     head sees them. For a bundle exported without them (:func:`polyemo.bundle.add_adaptation_state`)."""
-    from polyemo.predict.normalise import own_group
-
     if not features:
         raise ValueError("adaptation state needs the training rows' features; none given")
     if recogniser.bundle.config.normalisation.mode in ("test-speaker", "enrolled-speaker"):
         raise ValueError(f"{recogniser.bundle.path}: per-speaker normalisation; give the rows' speakers to a run instead")
-    normalised, _ = recogniser._normaliser(list(features), [own_group(i) for i in range(len(features))])
-    probabilities, _ = recogniser._forward(normalised)
+    probabilities, normalised = predict_rows(recogniser, features)
     prior = np.clip(probabilities.astype(np.float64).mean(0), 1e-12, None)
     x = np.stack(normalised).astype(np.float64)
     return {"source_prior": prior / prior.sum(), "feature_mean": x.mean(0), "feature_std": x.std(0)}
