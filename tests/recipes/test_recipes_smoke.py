@@ -44,11 +44,12 @@ SHRUNK = {
 EXTRA = {
     # layer-input candidates for a one-layer encoder (the recipe's are whisper-base layers)
     "zero-shot": ["--set", 'select.candidates=[{"layers": [0]}, {"layers": [0], "head": {"name": "linear", "layers": "weighted"}}]'],
-    # sampling and normalisation candidates for a one-layer encoder (the recipe's cross them with layers)
-    "default-model": ["--set", 'select.candidates=[{"layers": [0]}, {"layers": [0], "training": {"sampling": '
-                               '"class_balanced"}}, {"layers": [0], "normalisation": "utterance"}, {"layers": [0], '
-                               '"normalisation": "utterance", "head": {"name": "logreg", "params": {"C": [0.1, 1.0]}}}]',
-                      "--set", 'select.grid={"normalisation": ["global", "utterance"]}'],  # the emobox part's grid
+    # sampling and head candidates for a one-layer encoder (the recipe's cross them with layers); the
+    # grid (also the emobox part's) adds plain global and utterance normalisation
+    "default-model": ["--set", 'select.candidates=[{"layers": [0], "training": {"sampling": "class_balanced"}}, '
+                               '{"layers": [0], "normalisation": "utterance", "head": {"name": "logreg", "params": '
+                               '{"C": [0.1, 1.0]}}}]',
+                      "--set", 'select.grid={"normalisation": ["global", "utterance"]}'],
     "emobox": ["--set", 'select.grid={"head": [{"name": "logreg", "params": {"C": [0.1, 1.0]}}], '
                         '"normalisation": ["global", "utterance"]}'],
     # the reference word instead of ASR transcripts (the ASR stage is tested in tests/text)
